@@ -1,0 +1,40 @@
+# Two commands matter: `make run` and `make test`. Both build .venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint typecheck check bench-engine bench-generate clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(STAMP)
+
+$(VENV): $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/omninode-lock demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider --cov --cov-report=term:skip-covered
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+bench-engine: $(STAMP)
+	$(BIN)/python -m bench.engine
+
+bench-generate: $(STAMP)
+	$(BIN)/python -m bench.generate
+
+clean:
+	rm -rf $(VENV) .omninode .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The lock engine: async client, sync facade, listener, migrations and SQL."""
