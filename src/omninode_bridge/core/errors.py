@@ -132,7 +132,11 @@ class ModelOnexError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view: ``error_code``, ``message`` and ``context``."""
-        return {"error_code": self.error_code.value, "message": self.message, "context": self.context}
+        return {
+            "error_code": self.error_code.value,
+            "message": self.message,
+            "context": self.context,
+        }
 
     def __str__(self) -> str:
         return f"[{self.error_code.value}] {self.message}"

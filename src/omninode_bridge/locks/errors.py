@@ -1,0 +1,103 @@
+"""One exception hierarchy for the lock engine.
+
+Every error carries a wire ``code`` (the SPEC's error codes, used by the HTTP API and
+the node) and an ONEX :class:`EnumCoreErrorCode`. :func:`error_for_code` maps a wire
+code back to its class.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from omninode_bridge.core.errors import EnumCoreErrorCode, ModelOnexError
+
+
+class LockError(ModelOnexError):
+    """Base class of every lock engine error."""
+
+    code: ClassVar[str] = "LOCK_ERROR"
+    onex_code: ClassVar[EnumCoreErrorCode] = EnumCoreErrorCode.OPERATION_FAILED
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message, self.onex_code, **details)
+        self.details: dict[str, Any] = details
+
+    def to_wire(self) -> dict[str, Any]:
+        """``{"error_code", "error_message", "details"}`` as the HTTP API sends it."""
+        return {"error_code": self.code, "error_message": self.message, "details": self.details}
+
+
+class LockHeldByOtherError(LockError):
+    code = "LOCK_HELD_BY_OTHER"
+    onex_code = EnumCoreErrorCode.RESOURCE_UNAVAILABLE
+
+
+class LockNotFoundError(LockError):
+    code = "LOCK_NOT_FOUND"
+    onex_code = EnumCoreErrorCode.RESOURCE_NOT_FOUND
+
+
+class LockNotHeldError(LockError):
+    code = "LOCK_NOT_HELD"
+    onex_code = EnumCoreErrorCode.INVALID_STATE
+
+
+class LockExpiredError(LockError):
+    code = "LOCK_EXPIRED"
+    onex_code = EnumCoreErrorCode.INVALID_STATE
+
+
+class LockTimeoutError(LockError):
+    code = "LOCK_TIMEOUT"
+    onex_code = EnumCoreErrorCode.TIMEOUT
+
+
+class DeadlockDetectedError(LockError):
+    code = "DEADLOCK_DETECTED"
+    onex_code = EnumCoreErrorCode.OPERATION_FAILED
+
+
+class LockValidationError(LockError):
+    code = "VALIDATION_ERROR"
+    onex_code = EnumCoreErrorCode.VALIDATION_ERROR
+
+
+class LockDatabaseError(LockError):
+    code = "DATABASE_ERROR"
+    onex_code = EnumCoreErrorCode.DATABASE_CONNECTION_ERROR
+
+
+class UnauthorizedError(LockError):
+    code = "UNAUTHORIZED"
+    onex_code = EnumCoreErrorCode.AUTHENTICATION_ERROR
+
+
+class ForbiddenError(LockError):
+    code = "FORBIDDEN"
+    onex_code = EnumCoreErrorCode.PERMISSION_DENIED
+
+
+class StaleTokenError(LockNotHeldError):
+    """A write carried a fencing token older than one already seen for the resource."""
+
+
+ERROR_CLASSES: dict[str, type[LockError]] = {
+    cls.code: cls
+    for cls in (
+        LockHeldByOtherError,
+        LockNotFoundError,
+        LockNotHeldError,
+        LockExpiredError,
+        LockTimeoutError,
+        DeadlockDetectedError,
+        LockValidationError,
+        LockDatabaseError,
+        UnauthorizedError,
+        ForbiddenError,
+    )
+}
+
+
+def error_for_code(code: str, message: str, **details: Any) -> LockError:
+    """Build the exception for wire ``code`` (unknown codes give a plain :class:`LockError`)."""
+    return ERROR_CLASSES.get(code, LockError)(message, **details)

@@ -1,0 +1,124 @@
+"""One LISTEN connection per client, shared by all its waiters.
+
+The database grants queued waiters itself (in FIFO order, inside the release or
+expiry transaction) and announces each grant on the channel with the lease as JSON.
+The listener hands each announcement to the one local waiter whose lease id it
+names; nobody else wakes up. If the connection drops, it reconnects, tells the
+database its new backend pid (so its waiters are not taken for dead) and wakes every
+local waiter once so it re-checks, covering notifications lost meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+from omninode_bridge.core.logging import LogLevel, emit_log_event
+
+
+class WaitSlot:
+    """What one waiting acquire sleeps on: a grant payload or a nudge to re-check."""
+
+    __slots__ = ("event", "grant")
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.grant: dict[str, Any] | None = None
+
+
+class GrantListener:
+    """Owns the LISTEN connection and the table of local waiters."""
+
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[asyncpg.Connection]],
+        channel: str,
+        on_reconnect: Callable[[int, list[str]], Awaitable[None]],
+    ) -> None:
+        self._connect = connect
+        self._channel = channel
+        self._on_reconnect = on_reconnect
+        self._conn: asyncpg.Connection | None = None
+        self._slots: dict[str, WaitSlot] = {}
+        self._lock = asyncio.Lock()
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.pid: int | None = None
+        self.notifications = 0
+
+    async def ensure_started(self) -> int:
+        """Connect and LISTEN if not yet done; return the listening backend's pid."""
+        async with self._lock:
+            if self._conn is None or self._conn.is_closed():
+                await self._open()
+            assert self.pid is not None
+            return self.pid
+
+    async def _open(self) -> None:
+        conn = await self._connect()
+        await conn.add_listener(self._channel, self._on_notify)
+        conn.add_termination_listener(self._on_terminated)
+        self._conn = conn
+        self.pid = conn.get_server_pid()
+
+    def register(self, lease_id: str) -> WaitSlot:
+        slot = WaitSlot()
+        self._slots[lease_id] = slot
+        return slot
+
+    def unregister(self, lease_id: str) -> None:
+        self._slots.pop(lease_id, None)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._slots)
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
+        self.notifications += 1
+        try:
+            grant = json.loads(str(payload))
+        except ValueError:
+            return
+        slot = self._slots.get(str(grant.get("lease_id")))
+        if slot is not None:
+            slot.grant = grant
+            slot.event.set()
+
+    def _on_terminated(self, _conn: Any) -> None:
+        if self._closed:
+            return
+        emit_log_event(LogLevel.WARNING, "grant listener connection lost; reconnecting", {})
+        self._conn = None
+        if self._reconnect_task is None or self._reconnect_task.done():
+            self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        delay = 0.05
+        while not self._closed:
+            try:
+                await self.ensure_started()
+                assert self.pid is not None
+                await self._on_reconnect(self.pid, list(self._slots))
+                break
+            except Exception as err:  # keep trying; waiters re-check on their own meanwhile
+                emit_log_event(LogLevel.WARNING, "listener reconnect failed", {"error": type(err).__name__})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        for slot in self._slots.values():
+            slot.event.set()
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._reconnect_task is not None:
+            self._reconnect_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reconnect_task
+        if self._conn is not None and not self._conn.is_closed():
+            with contextlib.suppress(Exception):
+                await self._conn.close(timeout=2)
+        self._conn = None

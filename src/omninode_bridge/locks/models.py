@@ -1,0 +1,198 @@
+"""Value types of the engine: modes, leases, lock info, and request validation."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from omninode_bridge.locks.errors import LockValidationError
+
+MAX_NAME = 255
+MAX_METADATA_BYTES = 4096
+TTL_RANGE = (1.0, 3600.0)
+MAX_WAIT = 3600.0
+
+
+class LockMode(str, Enum):
+    """Exclusive (writer / semaphore slot) or shared (reader)."""
+
+    EXCLUSIVE = "exclusive"
+    SHARED = "shared"
+
+
+@dataclass(slots=True)
+class Lease:
+    """A granted lock. ``token`` is the fencing token; ``lease_id`` is the secret handle.
+
+    ``acquired_at``/``expires_at`` are database-clock times for display; the client
+    never compares them with its own clock. ``local_deadline`` is a monotonic-clock
+    estimate measured from when the request was sent, so it errs on the early side.
+    """
+
+    lock_name: str
+    owner_id: str
+    mode: LockMode
+    lease_id: str
+    token: int
+    acquired_at: datetime
+    expires_at: datetime
+    ttl: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+    hold_count: int = 1
+    local_deadline: float = 0.0
+    lost: str | None = None
+
+    @classmethod
+    def from_record(cls, rec: Any, sent_at: float | None = None) -> Lease:
+        """Build from a ``lock_result`` row or a grant notification (already parsed)."""
+        ttl = rec["ttl_ms"] / 1000.0
+        metadata = rec["metadata"]
+        if isinstance(metadata, str):
+            metadata = json.loads(metadata)
+        return cls(
+            lock_name=rec["lock_name"],
+            owner_id=rec["owner_id"],
+            mode=LockMode(rec["mode"]),
+            lease_id=str(rec["lease_id"]),
+            token=int(rec["token"]),
+            acquired_at=_as_datetime(rec["acquired_at"]),
+            expires_at=_as_datetime(rec["expires_at"]),
+            ttl=ttl,
+            metadata=dict(metadata or {}),
+            hold_count=int(rec["hold_count"]),
+            local_deadline=(time.monotonic() if sent_at is None else sent_at) + ttl,
+        )
+
+    def remaining(self) -> float:
+        """Seconds left by the local monotonic estimate (never by wall clocks)."""
+        return self.local_deadline - time.monotonic()
+
+    def check(self) -> None:
+        """Raise :class:`LockExpiredError` if the lease was lost or has run out."""
+        from omninode_bridge.locks.errors import LockExpiredError
+
+        if self.lost is not None:
+            raise LockExpiredError(
+                f"lease on {self.lock_name!r} was lost: {self.lost}", lock_name=self.lock_name
+            )
+        if self.remaining() <= 0:
+            raise LockExpiredError(f"lease on {self.lock_name!r} has expired", lock_name=self.lock_name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form: times in ISO 8601 UTC."""
+        return {
+            "lock_name": self.lock_name,
+            "owner_id": self.owner_id,
+            "mode": self.mode.value,
+            "lease_id": self.lease_id,
+            "token": self.token,
+            "acquired_at": self.acquired_at.isoformat(),
+            "expires_at": self.expires_at.isoformat(),
+            "ttl": self.ttl,
+            "metadata": self.metadata,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Waiter:
+    """A queued request, as seen by :meth:`LockClient.get_lock_info`."""
+
+    owner_id: str
+    mode: LockMode
+    position: int
+    waiting_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class LockInfo:
+    """One lock: its holders (live leases), its FIFO queue, and the last token issued."""
+
+    name: str
+    permits: int
+    last_token: int
+    holders: list[Lease]
+    waiters: list[Waiter]
+
+    @property
+    def held(self) -> bool:
+        return bool(self.holders)
+
+
+@dataclass(frozen=True, slots=True)
+class LockSummary:
+    """One row of :meth:`LockClient.list_locks`."""
+
+    name: str
+    permits: int
+    last_token: int
+    holders: int
+    exclusive: bool
+    owners: list[str]
+    waiters: int
+    next_expiry: datetime | None
+
+
+def _as_datetime(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
+
+def check_name(name: Any, what: str = "lock name") -> str:
+    """A lock name or owner id: text of 1–255 characters without NUL."""
+    if not isinstance(name, str):
+        raise LockValidationError(f"{what} must be a string", field=what)
+    if not 1 <= len(name) <= MAX_NAME:
+        raise LockValidationError(f"{what} must be 1-{MAX_NAME} characters, got {len(name)}", field=what)
+    if "\x00" in name:
+        raise LockValidationError(f"{what} must not contain NUL", field=what)
+    return name
+
+
+def check_ttl(ttl: Any) -> float:
+    """A TTL in seconds within 1–3600."""
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+        raise LockValidationError("ttl must be a number of seconds", field="ttl")
+    if not TTL_RANGE[0] <= ttl <= TTL_RANGE[1]:
+        raise LockValidationError(f"ttl must be within 1..3600 seconds, got {ttl}", field="ttl")
+    return float(ttl)
+
+
+def check_wait(wait: Any) -> float:
+    """A wait in seconds within 0–3600 (0 = try-lock)."""
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_WAIT:
+        raise LockValidationError(f"wait must be within 0..{MAX_WAIT:.0f} seconds", field="wait")
+    return float(wait)
+
+
+def check_permits(permits: Any) -> int | None:
+    """``None`` (keep the lock's setting) or a semaphore size within 1–100000."""
+    if permits is None:
+        return None
+    if isinstance(permits, bool) or not isinstance(permits, int) or not 1 <= permits <= 100_000:
+        raise LockValidationError("permits must be an integer within 1..100000", field="permits")
+    return permits
+
+
+def check_metadata(metadata: Any) -> dict[str, Any]:
+    """A JSON object of at most 4 KiB once encoded."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise LockValidationError("metadata must be a JSON object", field="metadata")
+    try:
+        size = len(json.dumps(metadata, separators=(",", ":")).encode())
+    except (TypeError, ValueError) as err:
+        raise LockValidationError(f"metadata is not JSON-serialisable: {err}", field="metadata") from err
+    if size > MAX_METADATA_BYTES:
+        raise LockValidationError(f"metadata is {size} bytes; the limit is 4096", field="metadata")
+    return metadata
+
+
+def check_mode(mode: Any) -> LockMode:
+    try:
+        return LockMode(mode)
+    except ValueError as err:
+        raise LockValidationError("mode must be 'exclusive' or 'shared'", field="mode") from err

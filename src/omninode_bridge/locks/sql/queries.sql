@@ -1,0 +1,97 @@
+-- Every statement the engine sends, by name. Loaded once by queries.py;
+-- __schema__ is replaced by the validated, quoted schema identifier.
+
+-- name: acquire
+SELECT * FROM __schema__.acquire($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);
+
+-- name: poll_wait
+SELECT * FROM __schema__.poll_wait($1);
+
+-- name: cancel_wait
+SELECT * FROM __schema__.cancel_wait($1);
+
+-- name: release
+SELECT * FROM __schema__.release($1);
+
+-- name: extend
+SELECT * FROM __schema__.extend($1, $2);
+
+-- name: force_release
+SELECT __schema__.force_release($1, $2);
+
+-- name: cleanup_expired
+SELECT __schema__.cleanup_expired();
+
+-- name: fence_guard
+SELECT __schema__.fence_guard($1, $2);
+
+-- name: refresh_listener
+UPDATE __schema__.waiters SET listener_pid = $1 WHERE waiter_id = ANY($2::uuid[]);
+
+-- name: lock_row
+SELECT name, permits, fence, created_at FROM __schema__.locks WHERE name = $1;
+
+-- name: lock_holders
+SELECT lease_id, name AS lock_name, owner_id, mode, token, hold_count, ttl_ms, acquired_at,
+       expires_at, metadata
+  FROM __schema__.leases
+ WHERE name = $1 AND expires_at > now()
+ ORDER BY token;
+
+-- name: lock_waiters
+SELECT owner_id, mode, seq, enqueued_at,
+       ceil(extract(epoch FROM now() - enqueued_at) * 1000)::bigint AS waiting_ms
+  FROM __schema__.waiters
+ WHERE name = $1 AND wait_until > now()
+ ORDER BY seq;
+
+-- name: list_locks
+-- $1 prefix (text or NULL), $2 owner (or NULL), $3 expiring within ms (or NULL),
+-- $4 page size, $5 keyset cursor: names after this one (or NULL)
+SELECT k.name, k.permits, k.fence,
+       count(l.lease_id) AS holders,
+       coalesce(bool_or(l.mode = 'exclusive'), false) AS exclusive,
+       min(l.expires_at) AS next_expiry,
+       array_remove(array_agg(DISTINCT l.owner_id), NULL) AS owners,
+       (SELECT count(*) FROM __schema__.waiters w
+         WHERE w.name = k.name AND w.wait_until > now()) AS waiters
+  FROM __schema__.locks k
+  JOIN __schema__.leases l ON l.name = k.name AND l.expires_at > now()
+ WHERE ($1::text IS NULL OR starts_with(k.name, $1::text))
+   AND ($5::text IS NULL OR k.name > $5::text)
+ GROUP BY k.name, k.permits, k.fence
+HAVING ($2::text IS NULL OR bool_or(l.owner_id = $2::text))
+   AND ($3::bigint IS NULL OR min(l.expires_at) <= now() + $3::bigint * interval '1 millisecond')
+ ORDER BY k.name
+ LIMIT $4;
+
+-- name: counts
+SELECT (SELECT count(DISTINCT name) FROM __schema__.leases WHERE expires_at > now()) AS active_locks,
+       (SELECT count(*) FROM __schema__.leases WHERE expires_at > now()) AS active_leases,
+       (SELECT count(*) FROM __schema__.waiters WHERE wait_until > now()) AS waiters,
+       (SELECT count(*) FROM __schema__.leases WHERE expires_at <= now()) AS expired_unreaped,
+       (SELECT count(*) FROM __schema__.locks) AS known_locks;
+
+-- name: recent_events
+SELECT id, event_id, event_type, lock_name, owner_id, lease_id, token, payload, created_at
+  FROM __schema__.events
+ WHERE ($1::text IS NULL OR lock_name = $1::text)
+ ORDER BY id DESC
+ LIMIT $2;
+
+-- name: migrations_table
+CREATE TABLE IF NOT EXISTS __schema__.schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    checksum   text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: applied_migrations
+SELECT version, name, checksum FROM __schema__.schema_migrations ORDER BY version;
+
+-- name: record_migration
+INSERT INTO __schema__.schema_migrations (version, name, checksum) VALUES ($1, $2, $3);
+
+-- name: migration_lock
+SELECT pg_advisory_xact_lock(hashtext($1), 1917);

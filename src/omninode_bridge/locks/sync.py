@@ -1,0 +1,164 @@
+"""The synchronous facade: the async client run on a private event-loop thread.
+
+No operation is implemented twice: each method forwards to :class:`LockClient`.
+The only sync-specific path is taking or releasing a lease inside the caller's own
+psycopg transaction, which sends the same named statement and interprets the row
+with the same functions as the async client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+import uuid
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from omninode_bridge.locks.client import LockClient
+from omninode_bridge.locks.errors import LockValidationError, StaleTokenError
+from omninode_bridge.locks.models import Lease, LockInfo, LockSummary, check_name
+from omninode_bridge.locks.renew import LeaseKeeper
+from omninode_bridge.locks.results import acquire_outcome, lease_outcome, parse_lease_id
+
+T = TypeVar("T")
+_PLACEHOLDER = re.compile(r"\$\d+")
+
+
+class _LoopThread:
+    """A daemon thread running one event loop for the client's lifetime."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="omninode-locks", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+        self.loop.close()
+
+
+def _psycopg_row(conn: Any, query: str, args: tuple[Any, ...]) -> dict[str, Any]:
+    """Run one named statement on a psycopg 3 connection (the caller's transaction)."""
+    from psycopg.rows import dict_row
+    from psycopg.types.json import Jsonb
+
+    params = [Jsonb(a) if isinstance(a, dict) else a for a in args]
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(_PLACEHOLDER.sub("%s", query), params)
+        row: dict[str, Any] = cur.fetchone()
+    return row
+
+
+class SyncLockClient:
+    """Blocking API with the same capabilities as :class:`LockClient`."""
+
+    def __init__(self, client: LockClient, runner: _LoopThread) -> None:
+        self.client = client
+        self._runner = runner
+
+    @classmethod
+    def connect(cls, dsn: str | None = None, **options: Any) -> SyncLockClient:
+        """Open a client (see :meth:`LockClient.connect` for options)."""
+        runner = _LoopThread()
+
+        async def opener() -> LockClient:
+            return await LockClient.connect(dsn, **options)
+
+        try:
+            return cls(runner.run(opener()), runner)
+        except BaseException:
+            runner.stop()
+            raise
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._runner.run(coro)
+
+    def close(self) -> None:
+        self._run(self.client.close())
+        self._runner.stop()
+
+    def __enter__(self) -> SyncLockClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def acquire(self, name: str, owner_id: str | None = None, *, conn: Any = None, **options: Any) -> Lease:
+        """Acquire; with ``conn`` (a psycopg connection) inside the caller's transaction."""
+        if conn is None:
+            return self._run(self.client.acquire(name, owner_id, **options))
+        req = self.client.request(name, owner_id, **options)
+        if req.wait > 0:
+            raise LockValidationError("wait must be 0 inside the caller's transaction", field="wait")
+        sent = time.monotonic()
+        return acquire_outcome(_psycopg_row(conn, self.client._q["acquire"], req.args(None)), name, sent)
+
+    def release(self, lease: Lease | str | uuid.UUID, *, conn: Any = None) -> bool:
+        if conn is None:
+            return self._run(self.client.release(lease))
+        row = _psycopg_row(conn, self.client._q["release"], (parse_lease_id(lease),))
+        lease_outcome(row, "release")
+        return bool(row["detail"] != "already released")
+
+    def extend(self, lease: Lease, ttl: float | None = None) -> Lease:
+        return self._run(self.client.extend(lease, ttl))
+
+    def get_lock_info(self, name: str) -> LockInfo:
+        return self._run(self.client.get_lock_info(name))
+
+    def list_locks(self, **filters: Any) -> list[LockSummary]:
+        return self._run(self.client.list_locks(**filters))
+
+    def counts(self) -> dict[str, int]:
+        return self._run(self.client.counts())
+
+    def recent_events(self, name: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        return self._run(self.client.recent_events(name, limit))
+
+    def force_release(self, name: str, reason: str) -> int:
+        return self._run(self.client.force_release(name, reason))
+
+    def cleanup_expired(self) -> int:
+        return self._run(self.client.cleanup_expired())
+
+    def fence_guard(self, conn: Any, resource: str, token: int) -> None:
+        """Inside the caller's psycopg transaction: reject a stale fencing token."""
+        check_name(resource, "resource")
+        row = _psycopg_row(conn, self.client._q["fence_guard"], (resource, token))
+        if not next(iter(row.values())):
+            raise StaleTokenError(
+                f"fencing token {token} for {resource!r} is stale", resource=resource, token=token
+            )
+
+    @contextmanager
+    def lock(
+        self, name: str, owner_id: str | None = None, *, auto_renew: bool = False, **options: Any
+    ) -> Iterator[Lease]:
+        """``with locks.lock(name, ttl=30, wait=10) as lease:``; call ``lease.check()``
+        before critical writes: with ``auto_renew`` a lost lease raises there."""
+        on_lost = options.pop("on_lost", None)
+        lease = self.acquire(name, owner_id, **options)
+        keeper = LeaseKeeper(self.client.extend, lease, on_lost=on_lost)
+        if auto_renew:
+            self._runner.loop.call_soon_threadsafe(keeper.start)
+        failed = False
+        try:
+            yield lease
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            self._run(keeper.stop())
+            if lease.lost is None:
+                try:
+                    self.release(lease)
+                except Exception:
+                    if not failed:
+                        raise
