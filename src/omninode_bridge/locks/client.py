@@ -55,7 +55,7 @@ from omninode_bridge.locks.results import (
     lease_outcome,
     parse_lease_id,
 )
-from omninode_bridge.locks.retry import CircuitBreaker, RetryPolicy
+from omninode_bridge.locks.retry import CircuitBreaker, RetryPolicy, is_transient
 
 OPERATION_TIMEOUT = 10.0
 
@@ -252,7 +252,12 @@ class LockClient:
 
         async def once() -> Any:
             async with self.pool.acquire() as conn:
-                return await getattr(conn, fetch)(query, *args)
+                try:
+                    return await getattr(conn, fetch)(query, *args)
+                except Exception as err:
+                    if is_transient(err):  # never hand a broken connection back to the pool
+                        conn.terminate()
+                    raise
 
         started = time.perf_counter()
         try:

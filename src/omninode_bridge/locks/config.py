@@ -39,7 +39,7 @@ _ENV = {
 class LockSettings:
     """Everything the engine and service read from configuration."""
 
-    dsn: str | None = None
+    dsn: str | None = field(default=None, repr=False)
     schema: str = "omninode_locks"
     pool_min: int = 2
     pool_max: int = 10

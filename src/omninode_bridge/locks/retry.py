@@ -33,7 +33,8 @@ _TRANSIENT_SQLSTATES = {
 
 def is_transient(err: BaseException) -> bool:
     """Whether ``err`` is worth retrying: lost connections, failover, serialization."""
-    if isinstance(err, (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError)):
+    transient = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InternalClientError)
+    if isinstance(err, transient):
         return True
     if isinstance(err, asyncpg.InterfaceError):
         text = str(err).lower()

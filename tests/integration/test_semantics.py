@@ -1,0 +1,274 @@
+"""Lock semantics against a real PostgreSQL: modes, FIFO, expiry, release, extend."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+import pytest
+
+from omninode_bridge.locks import (
+    LockClient,
+    LockExpiredError,
+    LockHeldByOtherError,
+    LockMode,
+    LockNotFoundError,
+    LockNotHeldError,
+    LockTimeoutError,
+    LockValidationError,
+)
+
+
+async def expire_now(conn: asyncpg.Connection, lease_id: str) -> None:
+    """Move a lease's expiry into the past on the database clock (no sleeping)."""
+    await conn.execute(
+        "UPDATE omninode_locks.leases SET expires_at = now() - interval '1 second' WHERE lease_id = $1",
+        lease_id,
+    )
+
+
+async def test_try_lock_grants_then_refuses(locks: LockClient) -> None:
+    lease = await locks.acquire("jobs:nightly", "a", ttl=30)
+    assert lease.token == 1 and lease.mode is LockMode.EXCLUSIVE and lease.ttl == 30
+    assert (lease.expires_at - lease.acquired_at).total_seconds() == pytest.approx(30)
+    with pytest.raises(LockHeldByOtherError) as info:
+        await locks.acquire("jobs:nightly", "b", ttl=30)
+    assert info.value.details["holders"] == ["a"]
+    assert 0 < info.value.details["retry_after_ms"] <= 30_000
+
+
+async def test_released_lock_is_free_at_once(locks: LockClient) -> None:
+    """The original node kept a released lock blocked until expiry."""
+    first = await locks.acquire("r", "a", ttl=3600)
+    assert await locks.release(first) is True
+    second = await locks.acquire("r", "b", ttl=30)
+    assert second.token > first.token
+    assert await locks.release(first) is False  # idempotent: already released
+
+
+async def test_expired_lease_is_free_and_its_holder_cannot_release_or_extend(
+    locks: LockClient, admin_conn: asyncpg.Connection
+) -> None:
+    old = await locks.acquire("exp", "a", ttl=30)
+    await expire_now(admin_conn, old.lease_id)
+    new = await locks.acquire("exp", "b", ttl=30)
+    assert new.token > old.token
+    with pytest.raises(LockExpiredError):
+        await locks.release(old)
+    with pytest.raises(LockExpiredError):
+        await locks.extend(old)
+    info = await locks.get_lock_info("exp")
+    assert [h.owner_id for h in info.holders] == ["b"], "the stale release must free nothing"
+    events = [e["event_type"] for e in await locks.recent_events("exp")]
+    assert events.count("lock_expired") == 1 and "lock_released" not in events
+
+
+async def test_expired_but_unreaped_lease_reports_expired(
+    locks: LockClient, admin_conn: asyncpg.Connection
+) -> None:
+    lease = await locks.acquire("exp2", "a", ttl=30)
+    await expire_now(admin_conn, lease.lease_id)
+    with pytest.raises(LockExpiredError):
+        await locks.extend(lease)
+    with pytest.raises(LockExpiredError):
+        await locks.release(lease)
+    assert (await locks.counts())["expired_unreaped"] == 0
+
+
+async def test_unknown_lease_is_not_held(locks: LockClient) -> None:
+    with pytest.raises(LockNotHeldError):
+        await locks.release("00000000-0000-4000-8000-000000000000")
+    with pytest.raises(LockValidationError):
+        await locks.release("not-a-uuid")
+
+
+async def test_extend_renews_by_database_clock(locks: LockClient) -> None:
+    lease = await locks.acquire("ext", "a", ttl=5)
+    before = lease.expires_at
+    await asyncio.sleep(0.05)
+    await locks.extend(lease, ttl=60)
+    assert lease.ttl == 60 and lease.expires_at > before
+    assert lease.remaining() > 59
+    kinds = [e["event_type"] for e in await locks.recent_events("ext")]
+    assert kinds[0] == "lock_extended"
+
+
+async def test_shared_holders_coexist_and_block_writers(locks: LockClient) -> None:
+    readers = [await locks.acquire("rw", f"r{i}", mode="shared", ttl=30) for i in range(3)]
+    assert len({r.token for r in readers}) == 3
+    with pytest.raises(LockHeldByOtherError):
+        await locks.acquire("rw", "w", mode="exclusive", ttl=30)
+    for r in readers:
+        await locks.release(r)
+    writer = await locks.acquire("rw", "w", ttl=30)
+    with pytest.raises(LockHeldByOtherError):
+        await locks.acquire("rw", "r9", mode="shared", ttl=30)
+    await locks.release(writer)
+
+
+async def test_semaphore_admits_permits_holders(locks: LockClient) -> None:
+    held = [await locks.acquire("gpu", f"o{i}", permits=3, ttl=30) for i in range(3)]
+    with pytest.raises(LockHeldByOtherError):
+        await locks.acquire("gpu", "o4", ttl=30)
+    with pytest.raises(LockValidationError, match="permits=3"):
+        await locks.acquire("gpu", "o5", permits=5, ttl=30)
+    await locks.release(held[0])
+    fourth = await locks.acquire("gpu", "o4", ttl=30)
+    assert fourth.token > max(h.token for h in held)
+    info = await locks.get_lock_info("gpu")
+    assert info.permits == 3 and len(info.holders) == 3
+
+
+async def test_reentrant_acquire_returns_same_lease_with_hold_count(locks: LockClient) -> None:
+    first = await locks.acquire("re", "a", ttl=30, reentrant=True)
+    again = await locks.acquire("re", "a", ttl=30, reentrant=True)
+    assert again.lease_id == first.lease_id and again.token == first.token and again.hold_count == 2
+    with pytest.raises(LockHeldByOtherError):
+        await locks.acquire("re", "a", ttl=30)  # without reentrant: like any other owner
+    await locks.release(first)
+    with pytest.raises(LockHeldByOtherError):
+        await locks.acquire("re", "b", ttl=30)  # still held once
+    await locks.release(first)
+    await locks.acquire("re", "b", ttl=30)
+
+
+async def test_fifo_order_under_contention(locks: LockClient) -> None:
+    holder = await locks.acquire("fifo", "h", ttl=30)
+    order: list[str] = []
+
+    async def wait_for_it(who: str) -> None:
+        lease = await locks.acquire("fifo", who, ttl=30, wait=10)
+        order.append(who)
+        await asyncio.sleep(0.01)
+        await locks.release(lease)
+
+    tasks = []
+    for i in range(6):
+        tasks.append(asyncio.create_task(wait_for_it(f"w{i}")))
+        await asyncio.sleep(0.05)  # enqueue in a known order
+    await locks.release(holder)
+    await asyncio.gather(*tasks)
+    assert order == [f"w{i}" for i in range(6)]
+
+
+async def test_writer_is_not_starved_by_a_stream_of_readers(locks: LockClient) -> None:
+    reader = await locks.acquire("stream", "r0", mode="shared", ttl=30)
+    writer = asyncio.create_task(locks.acquire("stream", "writer", ttl=30, wait=10))
+    await asyncio.sleep(0.1)
+    # new readers arriving after the writer queue behind it instead of barging in
+    with pytest.raises(LockHeldByOtherError):
+        await locks.acquire("stream", "r1", mode="shared", ttl=30)
+    late_reader = asyncio.create_task(locks.acquire("stream", "r2", mode="shared", ttl=30, wait=10))
+    await asyncio.sleep(0.1)
+    assert not writer.done() and not late_reader.done()
+    await locks.release(reader)
+    granted = await asyncio.wait_for(writer, 5)
+    assert granted.owner_id == "writer"
+    await asyncio.sleep(0.1)
+    assert not late_reader.done()
+    await locks.release(granted)
+    assert (await asyncio.wait_for(late_reader, 5)).owner_id == "r2"
+
+
+async def test_consecutive_shared_waiters_are_granted_together(locks: LockClient) -> None:
+    writer = await locks.acquire("batch", "w", ttl=30)
+    readers = [
+        asyncio.create_task(locks.acquire("batch", f"r{i}", mode="shared", ttl=30, wait=10)) for i in range(4)
+    ]
+    await asyncio.sleep(0.2)
+    await locks.release(writer)
+    leases = await asyncio.wait_for(asyncio.gather(*readers), 5)
+    assert len({lease.lease_id for lease in leases}) == 4
+
+
+async def test_wait_times_out_and_leaves_the_queue(locks: LockClient) -> None:
+    await locks.acquire("slow", "a", ttl=30)
+    started = time.monotonic()
+    with pytest.raises(LockTimeoutError):
+        await locks.acquire("slow", "b", ttl=30, wait=0.3)
+    assert 0.3 <= time.monotonic() - started < 1.5
+    assert (await locks.get_lock_info("slow")).waiters == []
+
+
+async def test_waiter_is_granted_when_the_holder_expires(
+    locks: LockClient, admin_conn: asyncpg.Connection
+) -> None:
+    holder = await locks.acquire("lapse", "a", ttl=2)
+    started = time.monotonic()
+    lease = await locks.acquire("lapse", "b", ttl=30, wait=10)
+    waited = time.monotonic() - started
+    assert lease.owner_id == "b" and lease.token > holder.token
+    assert 1.5 < waited < 2.6, f"expiry hand-off took {waited:.3f}s"
+
+
+async def test_cancelled_waiter_leaves_no_trace(locks: LockClient) -> None:
+    holder = await locks.acquire("cxl", "a", ttl=30)
+    task = asyncio.create_task(locks.acquire("cxl", "b", ttl=30, wait=10))
+    await asyncio.sleep(0.1)
+    assert len((await locks.get_lock_info("cxl")).waiters) == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (await locks.get_lock_info("cxl")).waiters == []
+    await locks.release(holder)
+    await locks.acquire("cxl", "c", ttl=30)
+
+
+async def test_info_list_counts_force_release_and_cleanup(
+    locks: LockClient, admin_conn: asyncpg.Connection
+) -> None:
+    with pytest.raises(LockNotFoundError):
+        await locks.get_lock_info("nope")
+    a = await locks.acquire("svc:a", "o1", ttl=30, metadata={"job": 7})
+    await locks.acquire("svc:b", "o2", ttl=5)
+    await locks.acquire("other", "o1", ttl=30)
+    assert [s.name for s in await locks.list_locks(prefix="svc:")] == ["svc:a", "svc:b"]
+    assert [s.name for s in await locks.list_locks(owner_id="o1")] == ["other", "svc:a"]
+    assert [s.name for s in await locks.list_locks(expiring_within=10)] == ["svc:b"]
+    page1 = await locks.list_locks(limit=2)
+    page2 = await locks.list_locks(limit=2, after=page1[-1].name)
+    assert [s.name for s in page1 + page2] == ["other", "svc:a", "svc:b"]
+    info = await locks.get_lock_info("svc:a")
+    assert info.holders[0].metadata == {"job": 7} and info.last_token == a.token
+    counts = await locks.counts()
+    assert counts["active_locks"] == 3 and counts["active_leases"] == 3
+
+    assert await locks.force_release("svc:a", "stuck job") == 1
+    with pytest.raises(LockNotHeldError, match="force-released: stuck job"):
+        await locks.release(a)
+    with pytest.raises(LockNotFoundError):
+        await locks.force_release("never-used", "x")
+
+    await admin_conn.execute(
+        "UPDATE omninode_locks.leases SET expires_at = now() - interval '1 s' WHERE name = 'svc:b'"
+    )
+    assert await locks.cleanup_expired() == 1
+    assert (await locks.counts())["active_leases"] == 1
+    kinds = {e["event_type"] for e in await locks.recent_events()}
+    assert {"lock_acquired", "lock_force_released", "lock_expired"} <= kinds
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"name": ""}, "1-255"),
+        ({"name": "x" * 256}, "1-255"),
+        ({"name": "a\x00b"}, "NUL"),
+        ({"ttl": 0.5}, "ttl"),
+        ({"ttl": 3601}, "ttl"),
+        ({"wait": -1}, "wait"),
+        ({"mode": "upgrade"}, "mode"),
+        ({"permits": 0}, "permits"),
+        ({"metadata": {"blob": "x" * 5000}}, "4096"),
+        ({"metadata": [1, 2]}, "JSON object"),
+    ],
+)
+async def test_bad_input_is_rejected_and_changes_nothing(
+    locks: LockClient, kwargs: dict[str, object], problem: str
+) -> None:
+    args: dict[str, object] = {"name": "valid", "owner_id": "o", "ttl": 30}
+    args.update(kwargs)
+    with pytest.raises(LockValidationError, match=problem):
+        await locks.acquire(**args)  # type: ignore[arg-type]
+    assert (await locks.counts())["known_locks"] == 0
