@@ -73,7 +73,7 @@ SELECT (SELECT count(DISTINCT name) FROM __schema__.leases WHERE expires_at > no
        (SELECT count(*) FROM __schema__.locks) AS known_locks;
 
 -- name: recent_events
-SELECT id, event_id, event_type, lock_name, owner_id, lease_id, token, payload, created_at
+SELECT id, event_type, lock_name, owner_id, lease_id, token, payload, created_at
   FROM __schema__.events
  WHERE ($1::text IS NULL OR lock_name = $1::text)
  ORDER BY id DESC

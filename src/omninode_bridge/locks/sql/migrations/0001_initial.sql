@@ -53,7 +53,6 @@ CREATE INDEX waiters_owner_idx ON __schema__.waiters (owner_id);
 
 CREATE TABLE __schema__.events (
     id          bigserial PRIMARY KEY,
-    event_id    uuid NOT NULL DEFAULT (md5(random()::text || clock_timestamp()::text)::uuid),
     event_type  text NOT NULL,
     lock_name   text NOT NULL,
     owner_id    text,
@@ -136,8 +135,7 @@ BEGIN
     ), ev AS (
         INSERT INTO __schema__.events (event_type, lock_name, owner_id, lease_id, token, payload)
         SELECT 'lock_acquired', name, owner_id, lease_id, token,
-               jsonb_build_object('mode', mode, 'ttl_ms', ttl_ms, 'waited', p_waited,
-                                  'expires_at', expires_at)
+               jsonb_build_object('mode', mode, 'ttl_ms', ttl_ms, 'waited', p_waited)
           FROM ins
     )
     SELECT * INTO l FROM ins;
@@ -145,16 +143,20 @@ BEGIN
 END
 $$;
 
--- Live holder counts of one lock.
+-- Live holder counts of one lock. (plpgsql, not sql: a non-inlined SQL function is
+-- planned again on every call, plpgsql caches its plans per session.)
 CREATE FUNCTION __schema__._holders(p_name text, OUT n_exclusive integer, OUT n_shared integer,
                                     OUT n_expired integer, OUT next_expiry_ms integer)
-LANGUAGE sql STABLE AS $$
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
     SELECT count(*) FILTER (WHERE mode = 'exclusive' AND expires_at > now())::integer,
            count(*) FILTER (WHERE mode = 'shared' AND expires_at > now())::integer,
            count(*) FILTER (WHERE expires_at <= now())::integer,
            ceil(extract(epoch FROM min(expires_at) FILTER (WHERE expires_at > now()) - now())
                 * 1000)::integer
-      FROM __schema__.leases WHERE name = p_name
+      INTO n_exclusive, n_shared, n_expired, next_expiry_ms
+      FROM __schema__.leases WHERE name = p_name;
+END
 $$;
 
 CREATE FUNCTION __schema__._compatible(p_mode text, p_permits integer, n_exclusive integer,
@@ -421,20 +423,25 @@ $$;
 
 -- Why a lease id is not live: released (idempotent success), expired, or not held.
 CREATE FUNCTION __schema__._lease_history(p_lease_id uuid)
-RETURNS __schema__.lock_result LANGUAGE sql STABLE AS $$
-    SELECT __schema__._bare(
-               CASE e.event_type WHEN 'lock_released' THEN 'released'
-                                 WHEN 'lock_expired' THEN 'expired'
-                                 ELSE 'not_held' END,
-               e.lock_name, NULL,
-               CASE e.event_type WHEN 'lock_force_released'
-                    THEN 'force-released: ' || coalesce(e.payload ->> 'reason', '')
-                    WHEN 'lock_released' THEN 'already released' END)
-      FROM (SELECT NULL) AS one
-      LEFT JOIN LATERAL (
-          SELECT event_type, lock_name, payload FROM __schema__.events
-           WHERE lease_id = p_lease_id AND event_type <> 'lock_extended'
-           ORDER BY id DESC LIMIT 1) e ON true
+RETURNS __schema__.lock_result LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    e record;
+BEGIN
+    SELECT event_type, lock_name, payload INTO e FROM __schema__.events
+     WHERE lease_id = p_lease_id AND event_type <> 'lock_extended'
+     ORDER BY id DESC LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN __schema__._bare('not_held', NULL, NULL, NULL);
+    END IF;
+    RETURN __schema__._bare(
+        CASE e.event_type WHEN 'lock_released' THEN 'released'
+                          WHEN 'lock_expired' THEN 'expired'
+                          ELSE 'not_held' END,
+        e.lock_name, NULL,
+        CASE e.event_type WHEN 'lock_force_released'
+             THEN 'force-released: ' || coalesce(e.payload ->> 'reason', '')
+             WHEN 'lock_released' THEN 'already released' END);
+END
 $$;
 
 CREATE FUNCTION __schema__.release(p_lease_id uuid)
@@ -557,12 +564,11 @@ $$;
 -- Fencing guard for callers' own writes: accept p_token if it is not older than the
 -- newest token seen for p_resource. Call it in the same transaction as the write.
 CREATE FUNCTION __schema__.fence_guard(p_resource text, p_token bigint)
-RETURNS boolean LANGUAGE sql AS $$
-    WITH up AS (
-        INSERT INTO __schema__.fences AS f (resource, token) VALUES (p_resource, p_token)
-        ON CONFLICT (resource) DO UPDATE SET token = EXCLUDED.token, updated_at = now()
-         WHERE f.token <= EXCLUDED.token
-        RETURNING 1
-    )
-    SELECT EXISTS (SELECT 1 FROM up)
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO __schema__.fences AS f (resource, token) VALUES (p_resource, p_token)
+    ON CONFLICT (resource) DO UPDATE SET token = EXCLUDED.token, updated_at = now()
+     WHERE f.token <= EXCLUDED.token;
+    RETURN FOUND;
+END
 $$;
