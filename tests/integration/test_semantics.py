@@ -272,3 +272,38 @@ async def test_bad_input_is_rejected_and_changes_nothing(
     with pytest.raises(LockValidationError, match=problem):
         await locks.acquire(**args)  # type: ignore[arg-type]
     assert (await locks.counts())["known_locks"] == 0
+
+
+async def test_waiters_share_one_listen_connection_and_only_grantees_wake(
+    locks: LockClient, admin_conn: asyncpg.Connection
+) -> None:
+    holder = await locks.acquire("crowd", "h", ttl=30)
+    waiters = [asyncio.create_task(locks.acquire("crowd", f"w{i}", ttl=30, wait=10)) for i in range(10)]
+    await asyncio.sleep(0.3)
+    listening = await admin_conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+    )
+    assert listening == 1
+    before = locks._listener.notifications
+    await locks.release(holder)
+    first = await asyncio.wait_for(asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED), 5)
+    await asyncio.sleep(0.2)
+    assert len(first[0]) == 1 and sum(t.done() for t in waiters) == 1
+    assert locks._listener.notifications - before == 1, "one release, one grant, one notification"
+    for t in waiters:
+        t.cancel()
+    await asyncio.gather(*waiters, return_exceptions=True)
+
+
+async def test_a_lost_notification_is_covered_by_the_slow_recheck(locks: LockClient) -> None:
+    holder = await locks.acquire("lost", "h", ttl=30)
+    waiting = asyncio.create_task(locks.acquire("lost", "w", ttl=30, wait=10))
+    await asyncio.sleep(0.2)
+    conn = locks._listener._conn
+    assert conn is not None
+    await conn.remove_listener(locks._listener._channel, locks._listener._on_notify)  # deaf
+    started = time.monotonic()
+    await locks.release(holder)
+    lease = await asyncio.wait_for(waiting, 5)
+    assert lease.owner_id == "w"
+    assert time.monotonic() - started <= locks.settings.recheck_interval + 0.5
