@@ -16,6 +16,7 @@ from omninode_bridge.locks import (
     LockDatabaseError,
     LockExpiredError,
     LockSettings,
+    LockValidationError,
 )
 from omninode_bridge.locks.retry import CircuitBreaker, RetryPolicy
 
@@ -177,3 +178,9 @@ async def test_unreachable_database_fails_fast_after_the_breaker_opens() -> None
     with pytest.raises(LockDatabaseError) as info:
         await LockClient.connect(dead, settings=settings, retry=policy, breaker=breaker)
     assert "s3cret" not in str(info.value) and "***" in str(info.value)
+
+
+async def test_malformed_dsn_is_a_clear_validation_error() -> None:
+    with pytest.raises(LockValidationError) as info:
+        await LockClient.connect("postgresql://u:topsecret@127.0.0.1:notaport/db")
+    assert "topsecret" not in str(info.value) and "invalid DSN" in str(info.value)

@@ -301,9 +301,28 @@ async def test_a_lost_notification_is_covered_by_the_slow_recheck(locks: LockCli
     await asyncio.sleep(0.2)
     conn = locks._listener._conn
     assert conn is not None
-    await conn.remove_listener(locks._listener._channel, locks._listener._on_notify)  # deaf
+    await conn.remove_listener(locks._listener.channel or "", locks._listener._on_notify)  # deaf
     started = time.monotonic()
     await locks.release(holder)
     lease = await asyncio.wait_for(waiting, 5)
     assert lease.owner_id == "w"
     assert time.monotonic() - started <= locks.settings.recheck_interval + 0.5
+
+
+async def test_grants_reach_only_the_waiters_process(dsn: str, settings: object) -> None:
+    """Each listener has its own channel: another client's grant never wakes us."""
+    async with (
+        LockClient.connect(dsn, settings=settings, cleanup=False) as one,  # type: ignore[arg-type]
+        LockClient.connect(dsn, settings=settings, cleanup=False) as two,  # type: ignore[arg-type]
+    ):
+        held = [await one.acquire(n, "h", ttl=30) for n in ("a1", "a2")]
+        mine = asyncio.create_task(one.acquire("a1", "w1", ttl=30, wait=10))
+        theirs = asyncio.create_task(two.acquire("a2", "w2", ttl=30, wait=10))
+        await asyncio.sleep(0.3)
+        await one.release(held[0])
+        await asyncio.wait_for(mine, 5)
+        await asyncio.sleep(0.1)
+        assert (one._listener.notifications, two._listener.notifications) == (1, 0)
+        await one.release(held[1])
+        await asyncio.wait_for(theirs, 5)
+        assert two._listener.notifications == 1

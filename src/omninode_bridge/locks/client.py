@@ -58,6 +58,7 @@ from omninode_bridge.locks.results import (
 from omninode_bridge.locks.retry import CircuitBreaker, RetryPolicy, is_transient
 
 OPERATION_TIMEOUT = 10.0
+GRANT_DELIVERY_MARGIN = 0.05
 
 
 @dataclass
@@ -103,6 +104,12 @@ class AcquireRequest:
             self.metadata,
             listener_pid,
         )
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool reset hook that sends nothing: the engine's statements leave no session
+    state behind (settings are transaction-local), so asyncpg's default reset query
+    would only add a round trip to every call."""
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -184,8 +191,11 @@ class LockClient:
                     min_size=cfg.pool_min,
                     max_size=cfg.pool_max,
                     init=_init_connection,
+                    reset=_keep_session,
                     command_timeout=60,
                 )
+            except ValueError as err:  # asyncpg's DSN parser: malformed port, options...
+                raise LockValidationError(f"invalid DSN {cfg.safe_dsn()}", field="dsn") from err
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
                 raise LockDatabaseError(
                     f"cannot connect to PostgreSQL at {cfg.safe_dsn()}: {type(err).__name__}"
@@ -382,7 +392,9 @@ class LockClient:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(slot.event.wait(), max(pause, 0))
         if slot.grant is not None:
-            return Lease.from_record(slot.grant, time.monotonic())
+            # The grant's TTL started in the database a delivery delay ago: count the
+            # local estimate from a little earlier than now so it errs on the early side.
+            return Lease.from_record(slot.grant, time.monotonic() - GRANT_DELIVERY_MARGIN)
         slot.event.clear()
         return None
 

@@ -1,7 +1,8 @@
 """One LISTEN connection per client, shared by all its waiters.
 
 The database grants queued waiters itself (in FIFO order, inside the release or
-expiry transaction) and announces each grant on the channel with the lease as JSON.
+expiry transaction) and announces each grant, with the lease as JSON, on the channel
+of the waiter's own listening backend (``<schema>_grants_<pid>``).
 The listener hands each announcement to the one local waiter whose lease id it
 names; nobody else wakes up. If the connection drops, it reconnects, tells the
 database its new backend pid (so its waiters are not taken for dead) and wakes every
@@ -49,6 +50,7 @@ class GrantListener:
         self._reconnect_task: asyncio.Task[None] | None = None
         self._closed = False
         self.pid: int | None = None
+        self.channel: str | None = None
         self.notifications = 0
 
     async def ensure_started(self) -> int:
@@ -61,10 +63,14 @@ class GrantListener:
 
     async def _open(self) -> None:
         conn = await self._connect()
-        await conn.add_listener(self._channel, self._on_notify)
+        pid = conn.get_server_pid()
+        # Grants are addressed to the waiter's listening backend: one channel per
+        # listener, so a process never wakes for another process's grants.
+        self.channel = f"{self._channel}_{pid}"
+        await conn.add_listener(self.channel, self._on_notify)
         conn.add_termination_listener(self._on_terminated)
         self._conn = conn
-        self.pid = conn.get_server_pid()
+        self.pid = pid
 
     def register(self, lease_id: str) -> WaitSlot:
         slot = WaitSlot()

@@ -192,10 +192,12 @@ BEGIN
         l := __schema__._grant(p_name, w.waiter_id, w.owner_id, w.mode, v_token, w.ttl_ms,
                                w.metadata, true);
         DELETE FROM __schema__.waiters WHERE waiter_id = w.waiter_id;
-        PERFORM pg_notify('__channel__', json_build_object(
-            'lease_id', l.lease_id, 'lock_name', l.name, 'owner_id', l.owner_id, 'mode', l.mode,
-            'token', l.token, 'hold_count', l.hold_count, 'ttl_ms', l.ttl_ms,
-            'acquired_at', l.acquired_at, 'expires_at', l.expires_at, 'metadata', l.metadata)::text);
+        IF w.listener_pid IS NOT NULL THEN
+            PERFORM pg_notify('__channel___' || w.listener_pid, json_build_object(
+                'lease_id', l.lease_id, 'lock_name', l.name, 'owner_id', l.owner_id, 'mode', l.mode,
+                'token', l.token, 'hold_count', l.hold_count, 'ttl_ms', l.ttl_ms,
+                'acquired_at', l.acquired_at, 'expires_at', l.expires_at, 'metadata', l.metadata)::text);
+        END IF;
         IF w.mode = 'shared' THEN
             h.n_shared := h.n_shared + 1;
         ELSE

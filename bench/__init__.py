@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): they print tables and write results under bench/results/."""
