@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from enum import Enum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from omninode_bridge.core.container import ModelONEXContainer
 from omninode_bridge.core.errors import EnumCoreErrorCode, ModelOnexError
@@ -98,7 +98,7 @@ class NodeBase(ABC):
             "mean_ms": round(self._total_ms / self._calls, 3) if self._calls else 0.0,
         }
 
-    async def __aenter__(self) -> NodeBase:
+    async def __aenter__(self) -> Self:
         await self.initialize()
         return self
 

@@ -1,0 +1,174 @@
+"""``omninode-generate``: command line of the node generator (click + rich).
+
+Exit codes: 0 success, 1 generation refused (quality gate, existing node,
+update conflict), 2 bad input (one line on stderr, nothing written).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from omninode_bridge.codegen.pipeline import GenerateOptions, GenerationResult, StageResult, generate
+from omninode_bridge.codegen.prompt import NODE_TYPES, parse_prompt
+from omninode_bridge.core import EnumCoreErrorCode, ModelOnexError
+
+BAD_INPUT_CODES = {
+    EnumCoreErrorCode.INVALID_INPUT,
+    EnumCoreErrorCode.CONTRACT_VALIDATION_ERROR,
+    EnumCoreErrorCode.FILE_NOT_FOUND,
+    EnumCoreErrorCode.FILE_READ_ERROR,
+    EnumCoreErrorCode.PARSING_ERROR,
+}
+PROG = "omninode-generate"
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print one line on stderr and exit."""
+    click.echo(f"{PROG}: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _progress(console: Console) -> Callable[[StageResult], None]:
+    marks = {"ok": "[green]✓[/]", "skipped": "[yellow]-[/]", "failed": "[red]✗[/]"}
+
+    def show(stage: StageResult) -> None:
+        if stage.status == "error":
+            return
+        mark = marks.get(stage.status, "•")
+        console.print(
+            f"{mark} {stage.number} {stage.name:<22} {stage.duration_ms:>9.2f} ms  [dim]{stage.detail}[/]",
+            highlight=False,
+        )
+
+    return show
+
+
+def _print_result(console: Console, result: GenerationResult) -> None:
+    table = Table(title=f"{result.node_name} ({result.node_type})", show_lines=False)
+    table.add_column("check")
+    table.add_column("score", justify="right")
+    table.add_column("detail", overflow="fold")
+    if result.quality:
+        for name, check in result.quality.checks.items():
+            score = "skipped" if check.skipped else f"{check.score:.2f}"
+            table.add_row(name, score, check.detail[:160])
+        table.add_row("[bold]quality[/]", f"[bold]{result.quality.score:.2f}[/]", "gate 0.80")
+    console.print(table)
+    if result.dry_run:
+        console.print(f"dry run: {len(result.files)} files would be written to {result.node_dir}")
+        for rel in result.files:
+            console.print(f"  {rel}", highlight=False)
+        console.print(result.diff or "(no differences from what exists)", markup=False, highlight=False)
+    elif result.success:
+        console.print(
+            f"[green]wrote {len(result.files)} files to {result.node_dir}[/] in {result.total_ms:.0f} ms"
+        )
+
+
+def _interactive(opts: GenerateOptions) -> None:
+    parsed = parse_prompt(opts.description, opts.node_type, opts.name)
+    click.echo(f"node type guess: {parsed.node_type} (confidence {parsed.confidence:.2f})", err=True)
+    opts.node_type = click.prompt(
+        "node type", default=parsed.node_type, type=click.Choice(NODE_TYPES), err=True
+    )
+    suffix = opts.node_type.capitalize()
+    default_name = (
+        parsed.name
+        if parsed.name.endswith(suffix)
+        else f"Node{parsed.entity.title().replace('_', '')}{suffix}"
+    )
+    opts.name = click.prompt("node name", default=default_name, err=True)
+    ops = click.prompt("operations (comma-separated)", default=",".join(parsed.operations), err=True)
+    opts.operations = [o.strip() for o in ops.split(",")]
+
+
+@click.command(name=PROG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("description", required=False, default="")
+@click.option("--node-type", type=click.Choice(NODE_TYPES), help="effect, compute, reducer or orchestrator")
+@click.option("--output-dir", type=click.Path(path_type=Path), default=Path("."), show_default=True)
+@click.option("--name", help="class name, e.g. NodeUserProfileEffect")
+@click.option("--from-contract", type=click.Path(path_type=Path), help="generate from an ONEX contract.yaml")
+@click.option("--interactive", is_flag=True, help="confirm name, type and operations")
+@click.option(
+    "--enable-intelligence", is_flag=True, help="reuse patterns of similar nodes in the output tree"
+)
+@click.option("--dry-run", is_flag=True, help="list files and diff, write nothing")
+@click.option("--force", is_flag=True, help="replace an existing node")
+@click.option("--json", "as_json", is_flag=True, help="print a machine-readable result")
+@click.option("--no-test-gate", is_flag=True, help="skip running the generated tests in the gate")
+@click.option("--template-dir", type=click.Path(path_type=Path), hidden=True)
+def generate_command(
+    description: str,
+    node_type: str | None,
+    output_dir: Path,
+    name: str | None,
+    from_contract: Path | None,
+    interactive: bool,
+    enable_intelligence: bool,
+    dry_run: bool,
+    force: bool,
+    as_json: bool,
+    no_test_gate: bool,
+    template_dir: Path | None,
+) -> None:
+    """Generate an ONEX node package from DESCRIPTION (or --from-contract FILE)."""
+    if from_contract is not None and description:
+        fail("give either DESCRIPTION or --from-contract, not both")
+    opts = GenerateOptions(
+        description=description,
+        node_type=node_type,
+        name=name,
+        output_dir=output_dir,
+        from_contract=from_contract,
+        enable_intelligence=enable_intelligence,
+        dry_run=dry_run,
+        force=force,
+        run_tests=not no_test_gate,
+        template_dir=template_dir,
+    )
+    console = Console(stderr=True, quiet=as_json)
+    try:
+        if interactive and from_contract is None:
+            _interactive(opts)
+        result = generate(opts, progress=_progress(console))
+    except ModelOnexError as err:
+        fail(err.message, 2 if err.error_code in BAD_INPUT_CODES else 1)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True, default=str))
+    else:
+        _print_result(Console(), result)
+    if not result.success:
+        fail(f"quality gate failed, nothing written: {result.error}", 1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: ``update NODE_DIR`` or the generate command."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "update":
+        from omninode_bridge.codegen.update import update_command
+
+        command: click.Command = update_command
+        args = args[1:]
+    else:
+        command = generate_command
+    try:
+        command.main(
+            args=args,
+            prog_name=PROG if command is generate_command else f"{PROG} update",
+            standalone_mode=False,
+        )
+    except click.exceptions.Abort:
+        fail("aborted", 1)
+    except click.ClickException as err:
+        fail(err.format_message(), err.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Operation kinds: how an operation name maps to behaviour the templates implement.
+
+An operation is ``<verb>_<entity>``; its verb picks a *kind* for the node type
+(an effect ``get_*`` reads from the backend, a compute ``hash_*`` digests its
+input, ...). Templates render one handler per operation from its kind, so every
+generated operation does something real that its tests can check.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any
+
+KINDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "effect": {
+        "write": (
+            "create",
+            "insert",
+            "store",
+            "save",
+            "put",
+            "set",
+            "write",
+            "upload",
+            "register",
+            "record",
+            "add",
+        ),
+        "send": (
+            "publish",
+            "send",
+            "post",
+            "emit",
+            "produce",
+            "enqueue",
+            "push",
+            "call",
+            "notify",
+            "invoke",
+            "run",
+            "schedule",
+        ),
+        "read": (
+            "get",
+            "read",
+            "fetch",
+            "load",
+            "lookup",
+            "find",
+            "query",
+            "download",
+            "retrieve",
+            "check",
+        ),
+        "consume": ("consume", "pull", "dequeue", "receive"),
+        "update": ("update", "patch", "refresh", "extend", "modify", "touch"),
+        "delete": ("delete", "evict", "invalidate", "purge", "expire", "remove", "cancel"),
+        "list": ("list", "search", "scan", "browse"),
+    },
+    "compute": {
+        "hash": ("hash", "checksum", "digest", "encode", "sign", "fingerprint"),
+        "statistics": (
+            "compute",
+            "calculate",
+            "score",
+            "sum",
+            "count",
+            "aggregate",
+            "measure",
+            "estimate",
+            "rank",
+        ),
+        "transform": (
+            "transform",
+            "convert",
+            "normalize",
+            "format",
+            "parse",
+            "decode",
+            "map",
+            "clean",
+            "render",
+        ),
+        "validate": ("validate", "classify", "check", "verify", "detect"),
+    },
+    "reducer": {
+        "aggregate": (
+            "aggregate",
+            "reduce",
+            "sum",
+            "accumulate",
+            "summarize",
+            "rollup",
+            "total",
+            "fold",
+            "compute",
+            "calculate",
+        ),
+        "count": ("count", "tally"),
+        "merge": ("merge", "collect", "group", "combine", "join"),
+        "state": ("get", "read", "fetch", "list", "query"),
+        "reset": ("reset", "clear", "delete", "purge"),
+    },
+    "orchestrator": {
+        "run": (
+            "run",
+            "execute",
+            "orchestrate",
+            "coordinate",
+            "start",
+            "process",
+            "route",
+            "schedule",
+            "approve",
+        ),
+        "status": ("get", "status", "check", "query", "fetch"),
+        "cancel": ("cancel", "abort", "stop", "delete"),
+    },
+}
+DEFAULT_KIND = {
+    "effect": "send",
+    "compute": "statistics",
+    "reducer": "aggregate",
+    "orchestrator": "run",
+}
+
+KIND_DESCRIPTIONS: dict[str, str] = {
+    "write": "store a value under a key",
+    "send": "send a message and return its id",
+    "read": "read the value stored under a key",
+    "consume": "take the oldest sent message",
+    "update": "update the value stored under an existing key",
+    "delete": "delete the value stored under a key",
+    "list": "list stored keys, optionally by prefix",
+    "hash": "SHA-256 digest of the canonical JSON of the input",
+    "statistics": "count, sum, mean, min and max of the input values",
+    "transform": "normalise keys to snake_case and strip string values",
+    "validate": "check that required fields are present and non-empty",
+    "aggregate": "fold items into per-group totals of a numeric field",
+    "count": "count items per group",
+    "merge": "merge item fields into the per-group state",
+    "state": "return the current reduced state",
+    "reset": "clear the reduced state",
+    "run": "run workflow steps in dependency order",
+    "status": "report the status of a workflow run",
+    "cancel": "cancel a workflow run",
+}
+
+
+def kind_of(node_type: str, operation: str) -> str:
+    """The kind of ``operation`` for ``node_type`` (by its first matching word)."""
+    parts = operation.split("_")
+    table = KINDS[node_type]
+    if node_type == "orchestrator" and operation.endswith("_status"):
+        return "status"
+    if node_type == "reducer" and operation.endswith("_state") and parts[0] in KINDS["reducer"]["state"]:
+        return "state"
+    for part in parts:
+        for kind, verbs in table.items():
+            if part in verbs:
+                return kind
+    return DEFAULT_KIND[node_type]
+
+
+def operation_specs(node_type: str, operations: list[str], entity: str) -> list[dict[str, Any]]:
+    """Template-ready operation descriptions: name, enum member, kind, handler, description."""
+    specs = []
+    for op in operations:
+        kind = kind_of(node_type, op)
+        words = op.replace("_", " ")
+        specs.append(
+            {
+                "name": op,
+                "member": op.upper(),
+                "kind": kind,
+                "handler": f"_handle_{op}",
+                "description": f"{words.capitalize()}: {KIND_DESCRIPTIONS[kind]}.",
+                "doc": textwrap.fill(
+                    f"{words.capitalize()}: {KIND_DESCRIPTIONS[kind]}.", 88, subsequent_indent=" " * 8
+                ),
+                "event": f"{op}_completed",
+            }
+        )
+    return specs

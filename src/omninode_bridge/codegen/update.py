@@ -1,0 +1,189 @@
+"""``omninode-generate update NODE_DIR``: re-render with current templates and 3-way merge.
+
+base = the pristine files of the last generation (kept in the record),
+ours = the files on disk (with hand edits), theirs = a fresh render of the
+stored answers on the current templates. Clean merges are applied together;
+any conflict changes nothing and is reported (exit 1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from omninode_bridge.codegen.contract_builder import contract_hash
+from omninode_bridge.codegen.pipeline import render_node
+from omninode_bridge.codegen.refine import refine
+from omninode_bridge.codegen.render import Renderer, node_paths
+from omninode_bridge.codegen.writer import RECORD_NAME, Staging, make_record, read_record
+from omninode_bridge.core import EnumCoreErrorCode, ModelOnexError
+
+
+@dataclass
+class UpdateResult:
+    """Per-file outcome of an update."""
+
+    node_dir: str
+    old_template_version: str
+    new_template_version: str
+    actions: dict[str, str] = field(default_factory=dict)
+    conflicts: dict[str, str] = field(default_factory=dict)
+    applied: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def merge3(ours: str, base: str, theirs: str) -> tuple[str, bool]:
+    """3-way merge with ``git merge-file -p``; returns (text, conflicted)."""
+    git = shutil.which("git")
+    if git is None:
+        raise ModelOnexError(
+            "update needs git (git merge-file) on PATH", EnumCoreErrorCode.DEPENDENCY_UNAVAILABLE
+        )
+    with tempfile.TemporaryDirectory(prefix="omninode-merge-") as tmp:
+        paths = []
+        for label, text in (("ours", ours), ("base", base), ("theirs", theirs)):
+            path = Path(tmp) / label
+            path.write_text(text, encoding="utf-8")
+            paths.append(str(path))
+        cmd = [git, "merge-file", "-p", "-L", "yours", "-L", "base", "-L", "template", *paths]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode < 0 or proc.returncode > 127:
+        raise ModelOnexError(
+            f"git merge-file failed: {proc.stderr.strip()}", EnumCoreErrorCode.OPERATION_FAILED
+        )
+    return proc.stdout, proc.returncode != 0
+
+
+def _render_theirs(answers: dict[str, Any], renderer: Renderer) -> tuple[dict[str, str], dict[str, Any]]:
+    contract, files, package_init = render_node(answers, renderer)
+    package, vdir = node_paths(answers)
+    staging = Staging(None, package, vdir)
+    try:
+        staging.put(files, package_init)
+        refine(staging.root)
+        return staging.read(), contract
+    finally:
+        staging.discard()
+
+
+def _on_disk(node_dir: Path, names: set[str]) -> dict[str, str]:
+    return {rel: (node_dir / rel).read_text(encoding="utf-8") for rel in names if (node_dir / rel).is_file()}
+
+
+def _decide(rel: str, b: str | None, o: str | None, t: str | None, result: UpdateResult) -> str | None:
+    """The new content of ``rel`` (None: absent); records the action or a conflict."""
+    if t == b or o == t:
+        result.actions[rel] = "unchanged" if o == b else "kept (hand edits)"
+        return o
+    if o == b:
+        result.actions[rel] = "removed (template)" if t is None else "updated (template)"
+        return t
+    if o is None or t is None or b is None:
+        why = (
+            "deleted locally but changed in the template"
+            if o is None
+            else "changed locally and in the template"
+        )
+        result.conflicts[rel] = why
+        return o
+    merged, conflicted = merge3(o, b, t)
+    if conflicted:
+        result.conflicts[rel] = "conflicting edits:\n" + merged
+        return o
+    result.actions[rel] = "merged (hand edits + template)"
+    return merged
+
+
+def update_node(node_dir: Path, template_dir: Path | None = None, dry_run: bool = False) -> UpdateResult:
+    """Update ``node_dir`` in place (all files or none)."""
+    node_dir = node_dir.resolve()
+    record = read_record(node_dir)
+    renderer = Renderer(template_dir)
+    theirs, contract = _render_theirs(record["answers"], renderer)
+    base: dict[str, str] = record["pristine"]
+    names = set(base) | set(theirs)
+    ours = _on_disk(node_dir, names)
+    result = UpdateResult(str(node_dir), record["template_version"], renderer.template_version)
+    new: dict[str, str | None] = {}
+    for rel in sorted(names):
+        new[rel] = _decide(rel, base.get(rel), ours.get(rel), theirs.get(rel), result)
+    if result.conflicts or dry_run:
+        return result
+    for rel, text in new.items():
+        if rel.endswith(".py") and text is not None:
+            try:
+                compile(text, rel, "exec")
+            except SyntaxError as err:
+                result.conflicts[rel] = f"merge result does not compile: {err}"
+    if result.conflicts:
+        return result
+    _apply(
+        node_dir,
+        new,
+        ours,
+        make_record(record["answers"], renderer.template_version, contract_hash(contract), theirs),
+    )
+    result.applied = True
+    return result
+
+
+def _apply(node_dir: Path, new: dict[str, str | None], ours: dict[str, str], record: str) -> None:
+    """Build the updated folder beside ``node_dir`` and swap it in with renames."""
+    work = Path(tempfile.mkdtemp(prefix=f".{node_dir.name}.", suffix=".omninode-tmp", dir=node_dir.parent))
+    staged = work / node_dir.name
+    shutil.copytree(node_dir, staged, ignore=shutil.ignore_patterns("__pycache__"))
+    for rel, text in new.items():
+        path = staged / rel
+        if text is None:
+            path.unlink(missing_ok=True)
+        elif text != ours.get(rel):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+    (staged / RECORD_NAME).write_text(record, encoding="utf-8")
+    backup = work / "previous"
+    os.rename(node_dir, backup)
+    try:
+        os.rename(staged, node_dir)
+    except OSError:
+        os.rename(backup, node_dir)
+        raise
+    shutil.rmtree(work, ignore_errors=True)
+
+
+@click.command(name="update", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("node_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--dry-run", is_flag=True, help="report what would change, write nothing")
+@click.option("--json", "as_json", is_flag=True, help="print a machine-readable result")
+@click.option("--template-dir", type=click.Path(path_type=Path), hidden=True)
+def update_command(node_dir: Path, dry_run: bool, as_json: bool, template_dir: Path | None) -> None:
+    """Re-render NODE_DIR on the current templates, keeping hand edits (3-way merge)."""
+    try:
+        result = update_node(node_dir, template_dir, dry_run)
+    except ModelOnexError as err:
+        click.echo(f"omninode-generate update: error: {err.message}", err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True))
+    else:
+        click.echo(
+            f"{result.node_dir}: template {result.old_template_version} -> {result.new_template_version}"
+        )
+        for rel, action in sorted(result.actions.items()):
+            if action != "unchanged":
+                click.echo(f"  {action:<32} {rel}")
+        for rel, why in sorted(result.conflicts.items()):
+            click.echo(f"  CONFLICT {rel}: {why}")
+    if result.conflicts:
+        click.echo(f"update stopped: {len(result.conflicts)} conflict(s); no file was changed", err=True)
+        sys.exit(1)

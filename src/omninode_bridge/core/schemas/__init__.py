@@ -1,0 +1,1 @@
+"""JSON Schemas shipped with the package (ONEX v2.0 contract)."""

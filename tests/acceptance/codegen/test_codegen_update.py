@@ -1,0 +1,117 @@
+"""Acceptance: `omninode-generate update` keeps hand edits, merges template changes, stops on conflicts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from codegen_helpers import copy_templates, tree
+
+from omninode_bridge.codegen.cli import main
+from omninode_bridge.codegen.pipeline import GenerateOptions, generate
+from omninode_bridge.codegen.update import merge3, update_node
+
+DESCRIPTION = "Store shipping labels in PostgreSQL with TTL"
+OLD_DOC = '"""Base metrics plus per-operation call counts."""'
+NEW_DOC = '"""Base metrics plus per-operation call counts (template 1.1)."""'
+HAND_METHOD = '''
+    def label_prefix(self) -> str:
+        """Hand-written helper that update must keep."""
+        return "LBL"
+'''
+
+
+@pytest.fixture
+def node_dir(tmp_path: Path) -> Path:
+    result = generate(
+        GenerateOptions(
+            description=DESCRIPTION, output_dir=tmp_path / "out", run_tests=False, publish_event=False
+        )
+    )
+    assert result.success
+    return Path(result.node_dir)
+
+
+@pytest.fixture
+def new_templates(tmp_path: Path) -> Path:
+    """The packaged templates plus a change: version 1.1.0, new docstring, README line."""
+    templates = copy_templates(tmp_path / "templates-1.1")
+    (templates / "meta.json").write_text('{"template_version": "1.1.0"}\n', encoding="utf-8")
+    base = templates / "_node_base.py.j2"
+    base.write_text(base.read_text(encoding="utf-8").replace(OLD_DOC, NEW_DOC), encoding="utf-8")
+    readme = templates / "README.md.j2"
+    readme.write_text(readme.read_text(encoding="utf-8") + "\nUpdated by template 1.1.\n", encoding="utf-8")
+    return templates
+
+
+def run_update(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(["update", *argv])
+        raise SystemExit(0)
+    out, err = capsys.readouterr()
+    return int(info.value.code or 0), out, err
+
+
+def test_update_without_changes_is_a_no_op(node_dir: Path) -> None:
+    before = tree(node_dir)
+    result = update_node(node_dir)
+    assert not result.conflicts
+    assert set(result.actions.values()) == {"unchanged"}
+    assert tree(node_dir) == before
+
+
+def test_update_keeps_hand_edits_and_merges_template_change(
+    node_dir: Path, new_templates: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    node_py = node_dir / "node.py"
+    node_py.write_text(node_py.read_text(encoding="utf-8") + HAND_METHOD, encoding="utf-8")
+    code, out, _ = run_update([str(node_dir), "--template-dir", str(new_templates), "--json"], capsys)
+    assert code == 0
+    report = json.loads(out)
+    assert report["applied"] is True
+    assert report["actions"]["node.py"] == "merged (hand edits + template)"
+    assert report["actions"]["README.md"] == "updated (template)"
+    merged = node_py.read_text(encoding="utf-8")
+    assert "def label_prefix(self) -> str:" in merged
+    assert NEW_DOC in merged and OLD_DOC not in merged
+    assert "Updated by template 1.1." in (node_dir / "README.md").read_text(encoding="utf-8")
+    record = json.loads((node_dir / ".omninode-generate.json").read_text(encoding="utf-8"))
+    assert record["template_version"] == "1.1.0"
+    compile(merged, "node.py", "exec")
+    again = update_node(node_dir, new_templates)
+    assert again.applied and not again.conflicts
+    assert again.actions["node.py"] == "kept (hand edits)"
+
+
+def test_conflicting_edit_is_reported_and_nothing_changes(
+    node_dir: Path, new_templates: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    node_py = node_dir / "node.py"
+    node_py.write_text(
+        node_py.read_text(encoding="utf-8").replace(OLD_DOC, '"""My own metrics docstring."""'),
+        encoding="utf-8",
+    )
+    before = tree(node_dir)
+    code, out, err = run_update([str(node_dir), "--template-dir", str(new_templates)], capsys)
+    assert code == 1
+    assert "CONFLICT node.py" in out
+    assert "<<<<<<< yours" in out
+    assert "no file was changed" in err
+    assert tree(node_dir) == before
+
+
+def test_update_of_a_folder_without_record_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_update([str(tmp_path)], capsys)
+    assert code == 2
+    assert "not made by omninode-generate" in err
+
+
+def test_merge3_clean_and_conflicting() -> None:
+    base = "a\nb\nc\nd\ne\n"
+    merged, conflicted = merge3("a\nB\nc\nd\ne\n", base, "a\nb\nc\nd\nE\n")
+    assert (merged, conflicted) == ("a\nB\nc\nd\nE\n", False)
+    _, conflicted = merge3("a\nX\nc\nd\ne\n", base, "a\nY\nc\nd\ne\n")
+    assert conflicted
