@@ -8,10 +8,11 @@ test gets a fresh copy of it (``CREATE DATABASE ... TEMPLATE``).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -81,10 +82,37 @@ def settings() -> LockSettings:
     return LockSettings(schema=SCHEMA, pool_min=1, pool_max=10, recheck_interval=1.0, cleanup_interval=3600)
 
 
+COUNTER_DRIFT = """
+SELECT k.name, k.n_exclusive, k.n_shared, k.n_waiting,
+       (SELECT count(*) FROM omninode_locks.leases l WHERE l.name = k.name AND l.mode = 'exclusive') AS exclusive,
+       (SELECT count(*) FROM omninode_locks.leases l WHERE l.name = k.name AND l.mode = 'shared') AS shared,
+       (SELECT count(*) FROM omninode_locks.waiters w WHERE w.name = k.name) AS waiting
+  FROM omninode_locks.locks k
+"""
+
+
+async def assert_counters_match(dsn: str) -> None:
+    """The lock rows' counters equal the lease and waiter rows they count."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(COUNTER_DRIFT)
+    finally:
+        await conn.close()
+    drift = [
+        dict(r)
+        for r in rows
+        if (r["n_exclusive"], r["n_shared"], r["n_waiting"]) != (r["exclusive"], r["shared"], r["waiting"])
+    ]
+    assert drift == [], f"lock counters drifted from the rows: {drift}"
+
+
 @pytest.fixture
 async def locks(dsn: str, settings: LockSettings) -> AsyncIterator[LockClient]:
+    """A client on a fresh database; afterwards the counter invariant is checked."""
     async with LockClient.connect(dsn, settings=settings, cleanup=False) as client:
         yield client
+        await asyncio.sleep(0.05)  # let shielded queue exits of cancelled waiters finish
+    await assert_counters_match(dsn)
 
 
 @pytest.fixture
@@ -92,3 +120,9 @@ async def admin_conn(dsn: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(dsn)
     yield conn
     await conn.close()
+
+
+@pytest.fixture
+def check_counters() -> Callable[[str], Awaitable[None]]:
+    """``await check_counters(dsn)`` asserts the counter invariant (see ``locks``)."""
+    return assert_counters_match

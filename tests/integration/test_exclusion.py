@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -14,7 +15,9 @@ HERE = Path(__file__).parent
 WORKERS = 8
 
 
-async def test_eight_processes_never_overlap_and_tokens_only_grow(dsn: str) -> None:
+async def test_eight_processes_never_overlap_and_tokens_only_grow(
+    dsn: str, check_counters: Callable[[str], Awaitable[None]]
+) -> None:
     conn = await asyncpg.connect(dsn)
     await conn.execute("CREATE TABLE critical (id int PRIMARY KEY, holder text, token bigint)")
     await conn.execute("INSERT INTO critical VALUES (1, NULL, 0)")
@@ -53,6 +56,7 @@ async def test_eight_processes_never_overlap_and_tokens_only_grow(dsn: str) -> N
     )
     assert granted == len(tokens), "the outbox must record exactly the grants that happened"
     await conn.close()
+    await check_counters(dsn)
 
 
 KEY_SCRIPT = """

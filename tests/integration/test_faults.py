@@ -6,6 +6,7 @@ import asyncio
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
@@ -60,7 +61,10 @@ async def test_waiting_without_a_cycle_is_not_a_deadlock(locks: LockClient) -> N
 
 
 async def test_terminated_connections_never_lose_or_duplicate_grants(
-    dsn: str, settings: LockSettings, admin_conn: asyncpg.Connection
+    dsn: str,
+    settings: LockSettings,
+    admin_conn: asyncpg.Connection,
+    check_counters: Callable[[str], Awaitable[None]],
 ) -> None:
     """Kill the client's backends over and over while it acquires and releases."""
     policy = RetryPolicy(base_delay=0.005, max_delay=0.05, max_attempts=30)
@@ -106,6 +110,7 @@ async def test_terminated_connections_never_lose_or_duplicate_grants(
         # a grant whose reply was lost for good may stay until its TTL; never more than failures
         assert leftover <= failed
         assert len(granted) + failed == 60
+    await check_counters(dsn)
 
 
 async def test_listener_reconnects_and_waiters_still_get_the_lock(

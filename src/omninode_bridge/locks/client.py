@@ -91,6 +91,11 @@ class AcquireRequest:
     metadata: dict[str, Any]
     lease_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
+    def fast_args(self) -> tuple[Any, ...]:
+        """Arguments of ``acquire_fast`` (the one-statement uncontended path)."""
+        ms = int(self.ttl * 1000)
+        return (self.name, self.lease_id, self.owner_id, self.mode.value, ms, self.permits, self.metadata)
+
     def args(self, listener_pid: int | None) -> tuple[Any, ...]:
         return (
             self.name,
@@ -337,12 +342,9 @@ class LockClient:
             if conn is not None:
                 if req.wait > 0:
                     raise LockValidationError("wait must be 0 inside the caller's transaction", field="wait")
-                sent = time.monotonic()
-                row: Any = await conn.fetchrow(self._q["acquire"], *req.args(None))
-                lease = acquire_outcome(row, req.name, sent)
+                lease = await self._try_now(req, lambda q, *a: conn.fetchrow(self._q[q], *a))
             elif req.wait == 0:
-                sent = time.monotonic()
-                lease = acquire_outcome(await self._call("acquire", *req.args(None)), req.name, sent)
+                lease = await self._try_now(req, self._call)
             else:
                 lease = await self._acquire_waiting(req)
         except Exception as err:
@@ -353,9 +355,32 @@ class LockClient:
         self.stats.count_acquire("granted")
         return lease
 
+    async def _try_now(self, req: AcquireRequest, fetch: Callable[..., Awaitable[Any]]) -> Lease:
+        """Try-lock: the one-statement fast path, then the full state machine."""
+        sent = time.monotonic()
+        lease = await self._fast(req, fetch, sent)
+        if lease is not None:
+            return lease
+        return acquire_outcome(await fetch("acquire", *req.args(None)), req.name, sent)
+
+    async def _fast(
+        self, req: AcquireRequest, fetch: Callable[..., Awaitable[Any]], sent: float
+    ) -> Lease | None:
+        """The uncontended grant, or None when the lock is busy, queued or in doubt."""
+        if req.reentrant:
+            return None
+        try:
+            row = await fetch("acquire_fast", *req.fast_args())
+        except asyncpg.UniqueViolationError:  # a retry racing its own first attempt
+            return None
+        return None if row is None else Lease.from_record(row, sent)
+
     async def _acquire_waiting(self, req: AcquireRequest) -> Lease:
         lease_id = str(req.lease_id)
         deadline = time.monotonic() + req.wait
+        lease = await self._fast(req, self._call, time.monotonic())
+        if lease is not None:
+            return lease
         pid = await self._listener.ensure_started()
         slot = self._listener.register(lease_id)
         self.stats.waiting += 1

@@ -24,7 +24,7 @@ from omninode_bridge.locks.renew import LeaseKeeper
 from omninode_bridge.locks.results import acquire_outcome, lease_outcome, parse_lease_id
 
 T = TypeVar("T")
-_PLACEHOLDER = re.compile(r"\$\d+")
+_PLACEHOLDER = re.compile(r"\$(\d+)")
 
 
 class _LoopThread:
@@ -44,15 +44,25 @@ class _LoopThread:
         self.loop.close()
 
 
-def _psycopg_row(conn: Any, query: str, args: tuple[Any, ...]) -> dict[str, Any]:
-    """Run one named statement on a psycopg 3 connection (the caller's transaction)."""
+def _psycopg_row(conn: Any, query: str, args: tuple[Any, ...]) -> dict[str, Any] | None:
+    """Run one named statement on a psycopg 3 connection (the caller's transaction).
+
+    ``$n`` placeholders become named ``%(pn)s`` ones, since a statement may use one
+    parameter more than once.
+    """
     from psycopg.rows import dict_row
     from psycopg.types.json import Jsonb
 
-    params = [Jsonb(a) if isinstance(a, dict) else a for a in args]
+    params = {f"p{i}": Jsonb(a) if isinstance(a, dict) else a for i, a in enumerate(args, start=1)}
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(_PLACEHOLDER.sub("%s", query), params)
-        row: dict[str, Any] = cur.fetchone()
+        cur.execute(_PLACEHOLDER.sub(lambda m: f"%(p{m.group(1)})s", query), params)
+        row: dict[str, Any] | None = cur.fetchone()
+    return row
+
+
+def _psycopg_one(conn: Any, query: str, args: tuple[Any, ...]) -> dict[str, Any]:
+    row = _psycopg_row(conn, query, args)
+    assert row is not None, "statement returns exactly one row"
     return row
 
 
@@ -98,12 +108,16 @@ class SyncLockClient:
         if req.wait > 0:
             raise LockValidationError("wait must be 0 inside the caller's transaction", field="wait")
         sent = time.monotonic()
-        return acquire_outcome(_psycopg_row(conn, self.client._q["acquire"], req.args(None)), name, sent)
+        queries = self.client._q
+        row = None if req.reentrant else _psycopg_row(conn, queries["acquire_fast"], req.fast_args())
+        if row is None:
+            row = _psycopg_one(conn, queries["acquire"], req.args(None))
+        return acquire_outcome(row, name, sent)
 
     def release(self, lease: Lease | str | uuid.UUID, *, conn: Any = None) -> bool:
         if conn is None:
             return self._run(self.client.release(lease))
-        row = _psycopg_row(conn, self.client._q["release"], (parse_lease_id(lease),))
+        row = _psycopg_one(conn, self.client._q["release"], (parse_lease_id(lease),))
         lease_outcome(row, "release")
         return bool(row["detail"] != "already released")
 
@@ -131,7 +145,7 @@ class SyncLockClient:
     def fence_guard(self, conn: Any, resource: str, token: int) -> None:
         """Inside the caller's psycopg transaction: reject a stale fencing token."""
         check_name(resource, "resource")
-        row = _psycopg_row(conn, self.client._q["fence_guard"], (resource, token))
+        row = _psycopg_one(conn, self.client._q["fence_guard"], (resource, token))
         if not next(iter(row.values())):
             raise StaleTokenError(
                 f"fencing token {token} for {resource!r} is stale", resource=resource, token=token

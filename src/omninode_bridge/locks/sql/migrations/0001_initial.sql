@@ -9,6 +9,10 @@
 --     for the lock's leases and its waiter queue.
 --   * `locks.fence` only grows and rows in `locks` are never deleted, so a
 --     fencing token is strictly increasing per name forever.
+--   * locks.n_exclusive / n_shared count the lease rows of the name (live or expired
+--     but not yet reaped) by mode, and locks.n_waiting its waiter rows. They let the
+--     uncontended acquire (queries.sql: acquire_fast) decide from the lock row alone.
+--     Hot paths adjust them in place; slow paths recount with _count().
 --   * Expiry is decided with now() (the database clock) only.
 --   * A granted waiter's lease_id equals its waiter_id, so a client that lost a
 --     notification finds its lease by the id it chose itself.
@@ -19,6 +23,9 @@ CREATE TABLE __schema__.locks (
     name        text PRIMARY KEY CHECK (char_length(name) BETWEEN 1 AND 255),
     permits     integer NOT NULL DEFAULT 1 CHECK (permits BETWEEN 1 AND 100000),
     fence       bigint NOT NULL DEFAULT 0,
+    n_exclusive integer NOT NULL DEFAULT 0,
+    n_shared    integer NOT NULL DEFAULT 0,
+    n_waiting   integer NOT NULL DEFAULT 0,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 
@@ -159,6 +166,24 @@ BEGIN
 END
 $$;
 
+-- Recount the lease and waiter rows of one lock into its counters. Caller holds the row.
+CREATE FUNCTION __schema__._count(p_name text) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_exclusive integer;
+    v_shared integer;
+    v_waiting integer;
+BEGIN
+    SELECT count(*) FILTER (WHERE mode = 'exclusive'), count(*) FILTER (WHERE mode = 'shared')
+      INTO v_exclusive, v_shared
+      FROM __schema__.leases WHERE name = p_name;
+    SELECT count(*) INTO v_waiting FROM __schema__.waiters WHERE name = p_name;
+    UPDATE __schema__.locks
+       SET n_exclusive = v_exclusive, n_shared = v_shared, n_waiting = v_waiting
+     WHERE name = p_name
+       AND (n_exclusive, n_shared, n_waiting) IS DISTINCT FROM (v_exclusive, v_shared, v_waiting);
+END
+$$;
+
 CREATE FUNCTION __schema__._compatible(p_mode text, p_permits integer, n_exclusive integer,
                                        n_shared integer)
 RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
@@ -205,6 +230,7 @@ BEGIN
         END IF;
         n := n + 1;
     END LOOP;
+    PERFORM __schema__._count(p_name);
     RETURN n;
 END
 $$;
@@ -341,6 +367,7 @@ BEGIN
             PERFORM __schema__._reap(p_name);
         END IF;
         l := __schema__._grant(p_name, p_lease_id, p_owner, p_mode, v_token, p_ttl_ms, p_metadata, false);
+        PERFORM __schema__._count(p_name);
         RETURN __schema__._result('granted', l, NULL, NULL);
     END IF;
 
@@ -359,6 +386,7 @@ BEGIN
            (waiter_id, name, owner_id, mode, ttl_ms, metadata, listener_pid, wait_until)
     VALUES (p_lease_id, p_name, p_owner, p_mode, p_ttl_ms, p_metadata, p_listener_pid,
             now() + (p_wait_ms + 2000) * interval '1 millisecond');
+    UPDATE __schema__.locks SET n_waiting = n_waiting + 1 WHERE name = p_name;
     RETURN __schema__._bare('queued', p_name, h.next_expiry_ms, NULL);
 END
 $$;
@@ -394,6 +422,7 @@ BEGIN
     v_path := __schema__._deadlock(w.owner_id, w.name, w.mode, w.seq);
     IF v_path IS NOT NULL THEN
         DELETE FROM __schema__.waiters WHERE waiter_id = p_waiter_id;
+        PERFORM __schema__._count(w.name);
         RETURN __schema__._bare('deadlock', w.name, NULL, array_to_string(v_path, ' -> '));
     END IF;
     SELECT * INTO h FROM __schema__._holders(w.name);
@@ -450,13 +479,21 @@ CREATE FUNCTION __schema__.release(p_lease_id uuid)
 RETURNS __schema__.lock_result LANGUAGE plpgsql AS $$
 DECLARE
     v_name text;
+    v_waiting integer;
     l __schema__.leases;
 BEGIN
-    SELECT k.name INTO v_name FROM __schema__.locks k
-     WHERE k.name = (SELECT name FROM __schema__.leases WHERE lease_id = p_lease_id)
-       FOR UPDATE OF k;
+    -- Lock the lock row and count the lease out in one statement. If the lease row
+    -- vanished meanwhile (reaped, force-released), the DELETE below finds nothing
+    -- and the recount in _promote puts the counters right in this transaction.
+    UPDATE __schema__.locks k
+       SET n_exclusive = k.n_exclusive - (s.mode = 'exclusive')::integer,
+           n_shared = k.n_shared - (s.mode = 'shared')::integer
+      FROM (SELECT name, mode FROM __schema__.leases
+             WHERE lease_id = p_lease_id AND hold_count = 1) s
+     WHERE k.name = s.name
+    RETURNING k.name, k.n_waiting INTO v_name, v_waiting;
     IF NOT FOUND THEN
-        RETURN __schema__._lease_history(p_lease_id);
+        RETURN __schema__._release_slow(p_lease_id);
     END IF;
     WITH del AS (
         DELETE FROM __schema__.leases
@@ -470,16 +507,34 @@ BEGIN
           FROM del
     )
     SELECT * INTO l FROM del;
-    IF FOUND THEN
-        IF EXISTS (SELECT 1 FROM __schema__.waiters WHERE name = v_name) THEN
-            PERFORM __schema__._promote(v_name);
-        ELSE
-            -- Nothing was granted, so this commit need not wait for the WAL flush: if
-            -- the server crashed before the flush, the lease would merely stay held
-            -- until its TTL. No token is issued here, so fencing is unaffected.
-            PERFORM set_config('synchronous_commit', 'off', true);
-        END IF;
-        RETURN __schema__._result('released', l, NULL, NULL);
+    IF NOT FOUND THEN  -- expired: reap it, hand the lock on, recount, report
+        PERFORM __schema__._promote(v_name);
+        RETURN __schema__._lease_history(p_lease_id);
+    END IF;
+    IF v_waiting > 0 THEN
+        PERFORM __schema__._promote(v_name);
+    ELSE
+        -- Nothing was granted, so this commit need not wait for the WAL flush: if
+        -- the server crashed before the flush, the lease would merely stay held
+        -- until its TTL. No token is issued here, so fencing is unaffected.
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
+    RETURN __schema__._result('released', l, NULL, NULL);
+END
+$$;
+
+-- Release of a reentrant lease held more than once, or of a lease that is gone.
+CREATE FUNCTION __schema__._release_slow(p_lease_id uuid)
+RETURNS __schema__.lock_result LANGUAGE plpgsql AS $$
+DECLARE
+    v_name text;
+    l __schema__.leases;
+BEGIN
+    SELECT k.name INTO v_name FROM __schema__.locks k
+     WHERE k.name = (SELECT name FROM __schema__.leases WHERE lease_id = p_lease_id)
+       FOR UPDATE OF k;
+    IF NOT FOUND THEN
+        RETURN __schema__._lease_history(p_lease_id);
     END IF;
     UPDATE __schema__.leases SET hold_count = hold_count - 1
      WHERE lease_id = p_lease_id AND expires_at > now() AND hold_count > 1
@@ -487,8 +542,7 @@ BEGIN
     IF FOUND THEN
         RETURN __schema__._result('released', l, NULL, format('still held, hold_count=%s', l.hold_count));
     END IF;
-    -- the lease exists but has expired: reap it (and hand the lock on), report expiry
-    PERFORM __schema__._promote(v_name);
+    PERFORM __schema__._promote(v_name);  -- reaps the expired lease and recounts
     RETURN __schema__._lease_history(p_lease_id);
 END
 $$;
