@@ -69,7 +69,10 @@ CREATE TABLE __schema__.events (
     created_at  timestamptz NOT NULL DEFAULT now(),
     relayed_at  timestamptz
 );
-CREATE INDEX events_lease_idx ON __schema__.events (lease_id);
+-- Lease history (why a lease id is no longer live) needs only the ending events;
+-- grants and extensions stay out of this index to keep the hot path light.
+CREATE INDEX events_lease_end_idx ON __schema__.events (lease_id)
+    WHERE event_type IN ('lock_released', 'lock_expired', 'lock_force_released');
 
 -- Callers' fencing guard: the highest token seen per resource.
 CREATE TABLE __schema__.fences (
@@ -459,7 +462,8 @@ DECLARE
     e record;
 BEGIN
     SELECT event_type, lock_name, payload INTO e FROM __schema__.events
-     WHERE lease_id = p_lease_id AND event_type <> 'lock_extended'
+     WHERE lease_id = p_lease_id
+       AND event_type IN ('lock_released', 'lock_expired', 'lock_force_released')
      ORDER BY id DESC LIMIT 1;
     IF NOT FOUND THEN
         RETURN __schema__._bare('not_held', NULL, NULL, NULL);
