@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
+from proxy import CuttableProxy
 
 from omninode_bridge.locks import (
     DeadlockDetectedError,
@@ -189,3 +190,32 @@ async def test_malformed_dsn_is_a_clear_validation_error() -> None:
     with pytest.raises(LockValidationError) as info:
         await LockClient.connect("postgresql://u:topsecret@127.0.0.1:notaport/db")
     assert "topsecret" not in str(info.value) and "invalid DSN" in str(info.value)
+
+
+async def test_outage_opens_the_breaker_then_recovers(dsn: str, settings: LockSettings) -> None:
+    """Calls fail with DATABASE_ERROR during an outage, then fail fast, then work again."""
+    proxy = await CuttableProxy(dsn).start()
+    breaker = CircuitBreaker(threshold=3, reset_after=0.5)
+    policy = RetryPolicy(base_delay=0.005, max_delay=0.01, max_attempts=2)
+    try:
+        async with LockClient.connect(
+            proxy.dsn, settings=settings, cleanup=False, retry=policy, breaker=breaker
+        ) as locks:
+            lease = await locks.acquire("outage", "a", ttl=30)
+            proxy.cut()
+            with pytest.raises(LockDatabaseError):
+                await locks.release(lease)
+            with pytest.raises(LockDatabaseError):
+                await locks.acquire("other", "a", ttl=30)
+            assert breaker.state == "open"
+            started = time.monotonic()
+            with pytest.raises(LockDatabaseError, match="circuit breaker open"):
+                await locks.acquire("other", "a", ttl=30)
+            assert time.monotonic() - started < 0.05, "an open breaker must fail fast"
+            proxy.heal()
+            await asyncio.sleep(0.6)
+            assert await locks.release(lease) is True  # the retried release still works
+            assert breaker.state == "closed"
+            await locks.acquire("outage", "b", ttl=30)
+    finally:
+        await proxy.close()
