@@ -149,6 +149,7 @@ BEGIN
           FROM ins
     )
     SELECT * INTO l FROM ins;
+    PERFORM set_config('omninode.granted', 'on', true);
     RETURN l;
 END
 $$;
@@ -171,19 +172,28 @@ $$;
 
 -- Recount the lease and waiter rows of one lock into its counters. Caller holds the row.
 CREATE FUNCTION __schema__._count(p_name text) RETURNS void LANGUAGE plpgsql AS $$
-DECLARE
-    v_exclusive integer;
-    v_shared integer;
-    v_waiting integer;
 BEGIN
-    SELECT count(*) FILTER (WHERE mode = 'exclusive'), count(*) FILTER (WHERE mode = 'shared')
-      INTO v_exclusive, v_shared
-      FROM __schema__.leases WHERE name = p_name;
-    SELECT count(*) INTO v_waiting FROM __schema__.waiters WHERE name = p_name;
-    UPDATE __schema__.locks
-       SET n_exclusive = v_exclusive, n_shared = v_shared, n_waiting = v_waiting
-     WHERE name = p_name
-       AND (n_exclusive, n_shared, n_waiting) IS DISTINCT FROM (v_exclusive, v_shared, v_waiting);
+    UPDATE __schema__.locks k
+       SET n_exclusive = c.n_exclusive, n_shared = c.n_shared, n_waiting = c.n_waiting
+      FROM (SELECT count(*) FILTER (WHERE l.mode = 'exclusive')::integer AS n_exclusive,
+                   count(*) FILTER (WHERE l.mode = 'shared')::integer AS n_shared,
+                   (SELECT count(*) FROM __schema__.waiters w WHERE w.name = p_name)::integer
+                       AS n_waiting
+              FROM __schema__.leases l WHERE l.name = p_name) c
+     WHERE k.name = p_name
+       AND (k.n_exclusive, k.n_shared, k.n_waiting) IS DISTINCT FROM (c.n_exclusive, c.n_shared, c.n_waiting);
+END
+$$;
+
+-- Let this transaction commit without waiting for the WAL flush, unless it granted a
+-- lease. A lost release, queue entry or refusal is harmless after a crash (a lease
+-- stays held until its TTL, a waiter re-queues); a lost grant would let a fencing
+-- token be issued twice, so grants always commit durably.
+CREATE FUNCTION __schema__._lazy_commit() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF coalesce(current_setting('omninode.granted', true), '') = '' THEN
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
 END
 $$;
 
@@ -197,27 +207,33 @@ $$;
 -- Grant queued waiters of one lock in FIFO order while they are compatible, dropping
 -- waiters that gave up (deadline passed) or whose listening backend is gone. Each grant
 -- is announced on the channel with the lease as JSON. Caller holds the lock row.
+-- Keeps the counters right for what it changes itself; a caller that deleted leases
+-- or waiters before calling it recounts with _count().
 CREATE FUNCTION __schema__._promote(p_name text) RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
-    v_permits integer;
+    k record;
     h record;
     w record;
     l __schema__.leases;
-    v_token bigint;
-    n integer := 0;
+    v_dropped integer;
+    v_exclusive integer := 0;
+    v_shared integer := 0;
 BEGIN
-    PERFORM __schema__._reap(p_name);
+    SELECT * INTO h FROM __schema__._holders(p_name);
+    IF h.n_expired > 0 THEN
+        PERFORM __schema__._reap(p_name);
+    END IF;
     DELETE FROM __schema__.waiters x
      WHERE x.name = p_name
        AND (x.wait_until <= now()
             OR (x.listener_pid IS NOT NULL
                 AND NOT EXISTS (SELECT 1 FROM pg_stat_get_activity(x.listener_pid))));
-    SELECT permits INTO v_permits FROM __schema__.locks WHERE name = p_name;
-    SELECT * INTO h FROM __schema__._holders(p_name);
+    GET DIAGNOSTICS v_dropped = ROW_COUNT;
+    SELECT permits, fence INTO k FROM __schema__.locks WHERE name = p_name;
     FOR w IN SELECT * FROM __schema__.waiters WHERE name = p_name ORDER BY seq LOOP
-        EXIT WHEN NOT __schema__._compatible(w.mode, v_permits, h.n_exclusive, h.n_shared);
-        UPDATE __schema__.locks SET fence = fence + 1 WHERE name = p_name RETURNING fence INTO v_token;
-        l := __schema__._grant(p_name, w.waiter_id, w.owner_id, w.mode, v_token, w.ttl_ms,
+        EXIT WHEN NOT __schema__._compatible(w.mode, k.permits, h.n_exclusive, h.n_shared);
+        k.fence := k.fence + 1;  -- we hold the row: tokens are handed out locally
+        l := __schema__._grant(p_name, w.waiter_id, w.owner_id, w.mode, k.fence, w.ttl_ms,
                                w.metadata, true);
         DELETE FROM __schema__.waiters WHERE waiter_id = w.waiter_id;
         IF w.listener_pid IS NOT NULL THEN
@@ -228,13 +244,24 @@ BEGIN
         END IF;
         IF w.mode = 'shared' THEN
             h.n_shared := h.n_shared + 1;
+            v_shared := v_shared + 1;
         ELSE
             h.n_exclusive := h.n_exclusive + 1;
+            v_exclusive := v_exclusive + 1;
         END IF;
-        n := n + 1;
     END LOOP;
-    PERFORM __schema__._count(p_name);
-    RETURN n;
+    IF h.n_expired > 0 THEN
+        UPDATE __schema__.locks SET fence = k.fence WHERE name = p_name;
+        PERFORM __schema__._count(p_name);
+    ELSIF v_dropped + v_exclusive + v_shared > 0 THEN
+        UPDATE __schema__.locks
+           SET fence = k.fence,
+               n_exclusive = n_exclusive + v_exclusive,
+               n_shared = n_shared + v_shared,
+               n_waiting = n_waiting - v_dropped - v_exclusive - v_shared
+         WHERE name = p_name;
+    END IF;
+    RETURN v_exclusive + v_shared;
 END
 $$;
 
@@ -375,6 +402,7 @@ BEGIN
     END IF;
 
     IF p_wait_ms <= 0 THEN
+        PERFORM __schema__._lazy_commit();
         RETURN __schema__._bare('busy', p_name, h.next_expiry_ms,
             (SELECT string_agg(DISTINCT owner_id, ',') FROM __schema__.leases
               WHERE name = p_name AND expires_at > now()));
@@ -382,6 +410,7 @@ BEGIN
 
     v_path := __schema__._deadlock(p_owner, p_name, p_mode, NULL);
     IF v_path IS NOT NULL THEN
+        PERFORM __schema__._lazy_commit();
         RETURN __schema__._bare('deadlock', p_name, NULL, array_to_string(v_path, ' -> '));
     END IF;
 
@@ -390,6 +419,7 @@ BEGIN
     VALUES (p_lease_id, p_name, p_owner, p_mode, p_ttl_ms, p_metadata, p_listener_pid,
             now() + (p_wait_ms + 2000) * interval '1 millisecond');
     UPDATE __schema__.locks SET n_waiting = n_waiting + 1 WHERE name = p_name;
+    PERFORM __schema__._lazy_commit();
     RETURN __schema__._bare('queued', p_name, h.next_expiry_ms, NULL);
 END
 $$;
@@ -420,15 +450,18 @@ BEGIN
     END IF;
     SELECT * INTO w FROM __schema__.waiters WHERE waiter_id = p_waiter_id;
     IF NOT FOUND THEN
+        PERFORM __schema__._lazy_commit();
         RETURN __schema__._bare('gone', NULL, NULL, 'waiter dropped');
     END IF;
     v_path := __schema__._deadlock(w.owner_id, w.name, w.mode, w.seq);
     IF v_path IS NOT NULL THEN
         DELETE FROM __schema__.waiters WHERE waiter_id = p_waiter_id;
         PERFORM __schema__._count(w.name);
+        PERFORM __schema__._lazy_commit();
         RETURN __schema__._bare('deadlock', w.name, NULL, array_to_string(v_path, ' -> '));
     END IF;
     SELECT * INTO h FROM __schema__._holders(w.name);
+    PERFORM __schema__._lazy_commit();
     RETURN __schema__._bare('queued', w.name, h.next_expiry_ms, NULL);
 END
 $$;
@@ -444,6 +477,7 @@ BEGIN
     IF FOUND THEN
         PERFORM 1 FROM __schema__.locks WHERE name = v_name FOR UPDATE;
         DELETE FROM __schema__.waiters WHERE waiter_id = p_waiter_id;
+        UPDATE __schema__.locks SET n_waiting = n_waiting - 1 WHERE name = v_name;
         -- the cancelled waiter may have been the head blocking compatible followers
         PERFORM __schema__._promote(v_name);
     END IF;
@@ -451,6 +485,7 @@ BEGIN
     IF FOUND THEN
         RETURN __schema__._result('granted', l, NULL, NULL);
     END IF;
+    PERFORM __schema__._lazy_commit();
     RETURN __schema__._bare('cancelled', v_name, NULL, NULL);
 END
 $$;
@@ -488,7 +523,7 @@ DECLARE
 BEGIN
     -- Lock the lock row and count the lease out in one statement. If the lease row
     -- vanished meanwhile (reaped, force-released), the DELETE below finds nothing
-    -- and the recount in _promote puts the counters right in this transaction.
+    -- and _count() puts the counters right in this same transaction.
     UPDATE __schema__.locks k
        SET n_exclusive = k.n_exclusive - (s.mode = 'exclusive')::integer,
            n_shared = k.n_shared - (s.mode = 'shared')::integer
@@ -511,18 +546,16 @@ BEGIN
           FROM del
     )
     SELECT * INTO l FROM del;
-    IF NOT FOUND THEN  -- expired: reap it, hand the lock on, recount, report
+    IF NOT FOUND THEN  -- expired (or vanished): reap, hand the lock on, recount, report
         PERFORM __schema__._promote(v_name);
+        PERFORM __schema__._count(v_name);
+        PERFORM __schema__._lazy_commit();
         RETURN __schema__._lease_history(p_lease_id);
     END IF;
     IF v_waiting > 0 THEN
         PERFORM __schema__._promote(v_name);
-    ELSE
-        -- Nothing was granted, so this commit need not wait for the WAL flush: if
-        -- the server crashed before the flush, the lease would merely stay held
-        -- until its TTL. No token is issued here, so fencing is unaffected.
-        PERFORM set_config('synchronous_commit', 'off', true);
     END IF;
+    PERFORM __schema__._lazy_commit();  -- durable only if the lock was handed on
     RETURN __schema__._result('released', l, NULL, NULL);
 END
 $$;
@@ -596,6 +629,7 @@ BEGIN
       FROM del;
     GET DIAGNOSTICS n = ROW_COUNT;
     PERFORM __schema__._promote(p_name);
+    PERFORM __schema__._count(p_name);
     RETURN n;
 END
 $$;
@@ -615,8 +649,10 @@ BEGIN
         IF FOUND THEN
             n := n + __schema__._reap(v_name);
             PERFORM __schema__._promote(v_name);
+            PERFORM __schema__._count(v_name);
         END IF;
     END LOOP;
+    PERFORM __schema__._lazy_commit();
     RETURN n;
 END
 $$;
