@@ -15,8 +15,14 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from omninode_bridge.codegen.pipeline import GenerateOptions, GenerationResult, StageResult, generate
-from omninode_bridge.codegen.prompt import NODE_TYPES, parse_prompt
+from omninode_bridge.codegen.pipeline import (
+    GenerateOptions,
+    GenerationResult,
+    StageResult,
+    checked_operations,
+    generate,
+)
+from omninode_bridge.codegen.prompt import NODE_TYPES, check_name, parse_prompt
 from omninode_bridge.core import EnumCoreErrorCode, ModelOnexError
 
 BAD_INPUT_CODES = {
@@ -61,6 +67,9 @@ def _print_result(console: Console, result: GenerationResult) -> None:
             table.add_row(name, score, check.detail[:160])
         table.add_row("[bold]quality[/]", f"[bold]{result.quality.score:.2f}[/]", "gate 0.80")
     console.print(table)
+    if result.success and result.quality:
+        for reason in result.quality.reasons:
+            console.print(f"warning: {reason}", markup=False, highlight=False, soft_wrap=True)
     if result.dry_run:
         console.print(f"dry run: {len(result.files)} files would be written to {result.node_dir}")
         for rel in result.files:
@@ -72,21 +81,41 @@ def _print_result(console: Console, result: GenerationResult) -> None:
         )
 
 
+def _checked(check: Callable[[str], object]) -> Callable[[str], str]:
+    """A ``click.prompt`` value_proc: a rejected answer is reported and asked again."""
+
+    def proc(value: str) -> str:
+        try:
+            check(value.strip())
+        except ModelOnexError as err:
+            raise click.BadParameter(err.message) from err
+        return value.strip()
+
+    return proc
+
+
 def _interactive(opts: GenerateOptions) -> None:
+    """Ask for node type, name and operations; the parsed values are the defaults."""
     parsed = parse_prompt(opts.description, opts.node_type, opts.name)
     click.echo(f"node type guess: {parsed.node_type} (confidence {parsed.confidence:.2f})", err=True)
     opts.node_type = click.prompt(
         "node type", default=parsed.node_type, type=click.Choice(NODE_TYPES), err=True
     )
+    if opts.node_type != parsed.node_type:  # operations and name follow the chosen type
+        parsed = parse_prompt(opts.description, opts.node_type, None)
     suffix = opts.node_type.capitalize()
-    default_name = (
-        parsed.name
-        if parsed.name.endswith(suffix)
-        else f"Node{parsed.entity.title().replace('_', '')}{suffix}"
+    default_name = opts.name if opts.name and opts.name.endswith(suffix) else parsed.name
+    node_type = opts.node_type
+    opts.name = click.prompt(
+        "node name", default=default_name, err=True, value_proc=_checked(lambda n: check_name(n, node_type))
     )
-    opts.name = click.prompt("node name", default=default_name, err=True)
-    ops = click.prompt("operations (comma-separated)", default=",".join(parsed.operations), err=True)
-    opts.operations = [o.strip() for o in ops.split(",")]
+    ops = click.prompt(
+        "operations (comma-separated)",
+        default=",".join(parsed.operations),
+        err=True,
+        value_proc=_checked(lambda text: checked_operations(text.split(","))),
+    )
+    opts.operations = checked_operations(ops.split(","))
 
 
 @click.command(name=PROG, context_settings={"help_option_names": ["-h", "--help"]})

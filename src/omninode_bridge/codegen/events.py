@@ -30,11 +30,11 @@ def build_event(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _send(bootstrap: str, topic: str, event: dict[str, Any]) -> None:
-    from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
+    from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=5000)
-    await asyncio.wait_for(producer.start(), timeout=10)
     try:
+        await asyncio.wait_for(producer.start(), timeout=10)
         await asyncio.wait_for(
             producer.send_and_wait(
                 topic, json.dumps(event, sort_keys=True).encode(), key=event["node_name"].encode()

@@ -17,6 +17,7 @@ import yaml
 from jinja2 import BytecodeCache, FileSystemBytecodeCache, FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
+from omninode_bridge import __version__
 from omninode_bridge.codegen.contract_builder import configuration, events
 from omninode_bridge.codegen.operations import operation_specs
 
@@ -155,6 +156,7 @@ def build_context(answers: dict[str, Any], contract: dict[str, Any], template_ve
     return {
         "marker": MARKER,
         "template_version": template_version,
+        "generator_version": __version__,
         "name": name,
         "stem": stem,
         "x": answers["entity"],

@@ -1,7 +1,8 @@
-"""Stage 6: validation — compile, import, lint, ONEX compliance, tests — and the quality gate.
+"""Stage 6: validation — compile, import, lint, manifests, ONEX compliance, tests — and the gate.
 
-The checks that need a process (import, ruff, pytest with coverage) start
-together and run in parallel. The weighted score must reach
+The checks that need a process (import, ruff, hadolint, pytest with coverage)
+start together and run in parallel; the Kubernetes and Consul manifests are
+validated in-process meanwhile (see :mod:`omninode_bridge.codegen.manifests`). The weighted score must reach
 :data:`QUALITY_GATE`, and compilation/import must succeed, or nothing is written.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -19,11 +21,27 @@ from typing import Any
 import yaml
 
 from omninode_bridge.codegen.compliance import check_node_dir
+from omninode_bridge.codegen.manifests import (
+    DEPLOYMENT_MANIFEST,
+    SERVICE_MANIFEST,
+    consul_problems,
+    hadolint_command,
+    hadolint_findings,
+    kubernetes_problems,
+)
 from omninode_bridge.codegen.refine import lint_command
 
+_SUMMARY_RE = re.compile(r"\b\d+ (passed|failed|errors?)\b")
 QUALITY_GATE = 0.8
 MIN_COVERAGE = 80.0
-WEIGHTS = {"compile": 0.2, "import": 0.2, "lint": 0.1, "compliance": 0.25, "tests": 0.25}
+WEIGHTS = {
+    "compile": 0.2,
+    "import": 0.2,
+    "lint": 0.1,
+    "manifests": 0.15,
+    "compliance": 0.25,
+    "tests": 0.25,
+}
 BLOCKING = ("compile", "import")
 
 _IMPORT_PROBE = """
@@ -125,6 +143,10 @@ def validate(
                 str(node_dir / "tests"),
             ]
             procs["tests"] = _start(pytest_cmd, env_tests, tmp)
+        hadolint = hadolint_command(node_dir / "Dockerfile")
+        if hadolint is not None:
+            procs["hadolint"] = _start(hadolint, env, tmp)
+        manifest_problems, skipped = _manifests(files)
         outputs = {name: proc.communicate()[0] for name, proc in procs.items()}
         codes = {name: proc.returncode for name, proc in procs.items()}
         checks["import"] = Check(
@@ -140,15 +162,44 @@ def validate(
             coverage = _coverage(coverage_json)
             ok = codes["tests"] == 0 and coverage is not None and coverage >= MIN_COVERAGE
             failed = [ln for ln in outputs["tests"].splitlines() if ln.startswith(("FAILED", "ERROR"))]
-            detail = ("; ".join(failed[:3]) or _tail(outputs["tests"], 2)) + (
+            detail = ("; ".join(failed[:3]) or _pytest_summary(outputs["tests"])) + (
                 f" | coverage {coverage:.1f}%" if coverage is not None else ""
             )
             checks["tests"] = Check(1.0 if ok else 0.0, detail)
         else:
             checks["tests"] = Check(0.0, "test gate disabled (--no-test-gate)", skipped=True)
+    if hadolint is None:
+        skipped.append("hadolint")
+    else:
+        manifest_problems.extend(hadolint_findings(outputs["hadolint"], codes["hadolint"]))
+    checks["manifests"] = _manifest_check(manifest_problems, skipped, ran=3 - len(skipped))
     violations = check_node_dir(node_dir)
     checks["compliance"] = Check(0.0 if violations else 1.0, "; ".join(violations[:5]))
     return _score(checks, coverage)
+
+
+def _manifests(files: dict[str, str]) -> tuple[list[str], list[str]]:
+    """Kubernetes and Consul problems of the rendered manifests, and the validators missing."""
+    problems = consul_problems(files.get(SERVICE_MANIFEST, ""))
+    kubernetes = kubernetes_problems(files.get(DEPLOYMENT_MANIFEST, ""))
+    if kubernetes is None:
+        return problems, ["kubernetes-validate"]
+    return kubernetes + problems, []
+
+
+def _manifest_check(problems: list[str], skipped: list[str], ran: int) -> Check:
+    """Each finding costs a third of the check (three validators); skipped ones are noted."""
+    note = f" (not installed, skipped: {', '.join(skipped)})" if skipped else ""
+    score = max(0.0, 1.0 - len(problems) / 3)
+    detail = "; ".join(problems[:3]) if problems else f"{ran} validator(s) passed"
+    return Check(score, detail + note)
+
+
+def _pytest_summary(output: str) -> str:
+    """pytest's closing ``N passed in Xs`` line (or the output's tail when there is none)."""
+    lines = [line.strip("= ") for line in output.splitlines()]
+    summary = next((ln for ln in reversed(lines) if _SUMMARY_RE.search(ln)), None)
+    return summary or _tail(output, 2)
 
 
 def _coverage(path: Path) -> float | None:
@@ -160,7 +211,7 @@ def _coverage(path: Path) -> float | None:
 
 
 def _score(checks: dict[str, Check], coverage: float | None) -> ValidationReport:
-    active = {name: c for name, c in checks.items() if not (c.skipped and name == "tests")}
+    active = {name: c for name, c in checks.items() if not c.skipped}
     total_weight = sum(WEIGHTS[name] for name in active)
     score = round(sum(WEIGHTS[name] * c.score for name, c in active.items()) / total_weight, 3)
     reasons = [

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from click.testing import CliRunner, Result
 from codegen_helpers import copy_templates, tree
 
-from omninode_bridge.codegen.cli import main
+from omninode_bridge.codegen.cli import generate_command, main
 from omninode_bridge.codegen.pipeline import GenerateOptions, generate
 
 DESCRIPTION = "Store customer addresses in PostgreSQL with retry and circuit breaker"
@@ -150,6 +153,37 @@ def test_quality_gate_failure_writes_nothing(tmp_path: Path, capsys: pytest.Capt
     assert not out_dir.exists()
 
 
+def test_broken_manifests_lower_the_score_and_are_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    templates = copy_templates(tmp_path / "templates")
+    for name, old, new in [
+        ("deployment_manifest.yaml.j2", "containerPort: {{ port }}", 'containerPort: "{{ port }}"'),
+        ("service_manifest.yaml.j2", "interval: 10s", "interval: every 10 seconds"),
+        ("Dockerfile.j2", "FROM python:3.11-slim", "FROM python:latest"),
+    ]:
+        path = templates / name
+        text = path.read_text(encoding="utf-8")
+        assert old in text, (name, old)
+        path.write_text(text.replace(old, new), encoding="utf-8")
+    argv = [DESCRIPTION, "--output-dir", str(tmp_path / "out"), "--template-dir", str(templates)]
+    code, out, _ = run_main([*argv, "--json", "--no-test-gate"], capsys)
+    assert code == 0
+    quality = json.loads(out)["quality"]
+    manifests = quality["checks"]["manifests"]
+    assert manifests["score"] == 0.0
+    assert "deployment_manifest.yaml: Deployment" in manifests["detail"]
+    assert "service_manifest.yaml .service.check.interval" in manifests["detail"]
+    assert "Dockerfile:3 DL3007" in manifests["detail"]
+    assert quality["score"] < 0.9
+    assert any(r.startswith("manifests: ") for r in quality["reasons"])
+    shutil.rmtree(tmp_path / "out")
+    code, out, _ = run_main([*argv, "--no-test-gate"], capsys)
+    assert code == 0
+    warning = next(line for line in out.splitlines() if line.startswith("warning: manifests: "))
+    assert "DL3007" in warning
+
+
 def test_full_gate_runs_generated_tests(tmp_path: Path) -> None:
     result = generate(GenerateOptions(description=DESCRIPTION, output_dir=tmp_path, publish_event=False))
     assert result.success, result.error
@@ -196,19 +230,57 @@ def test_from_contract_regenerates_the_same_node(tmp_path: Path, capsys: pytest.
     assert not (tmp_path / "c").exists()
 
 
-def test_interactive_overrides_name_and_operations(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import io
-
-    monkeypatch.setattr("sys.stdin", io.StringIO("effect\nNodeMailboxEffect\nsend_mail,get_mail\n"))
-    code, _, _ = run_main(
-        [DESCRIPTION, "--interactive", "--output-dir", str(tmp_path), "--no-test-gate"], capsys
+def run_interactive(out_dir: Path, answers: str, *extra: str) -> Result:
+    """``--interactive`` through click's CliRunner, answering the prompts from ``answers``."""
+    return CliRunner().invoke(
+        generate_command,
+        [DESCRIPTION, "--interactive", "--output-dir", str(out_dir), "--no-test-gate", *extra],
+        input=answers,
     )
-    assert code == 0
-    node = (tmp_path / "mailbox_effect" / "v1_0_0" / "node.py").read_text(encoding="utf-8")
-    assert "class NodeMailboxEffect(NodeEffect)" in node
-    assert "_handle_send_mail" in node and "_handle_get_mail" in node
+
+
+INTERACTIVE_ANSWERS = (
+    "compute\ncustomerAddress\nNodeAddressNormalizerCompute\nBad-Op\nnormalize_address, validate_address\n"
+)
+
+
+def test_interactive_answers_override_parsed_values(tmp_path: Path) -> None:
+    result = run_interactive(tmp_path / "a", INTERACTIVE_ANSWERS)
+    assert result.exit_code == 0, result.output
+    assert "node type guess: effect" in result.output
+    assert "Error: invalid --name 'customerAddress'" in result.output  # asked again, not fatal
+    assert "Error: invalid operation name(s) ['Bad-Op']" in result.output
+    node = tmp_path / "a" / "address_normalizer_compute" / "v1_0_0"
+    source = (node / "node.py").read_text(encoding="utf-8")
+    assert "class NodeAddressNormalizerCompute(NodeCompute)" in source
+    assert "_handle_normalize_address" in source and "_handle_validate_address" in source
+    assert "_handle_store_customer_address" not in source
+    contract = yaml.safe_load((node / "contract.yaml").read_text(encoding="utf-8"))
+    assert contract["node_type"] == "compute"
+    assert [op["name"] for op in contract["io_operations"]] == ["normalize_address", "validate_address"]
+    answers = json.loads((node / ".omninode-generate.json").read_text(encoding="utf-8"))["answers"]
+    assert (answers["name"], answers["node_type"]) == ("NodeAddressNormalizerCompute", "compute")
+    assert answers["operations"] == ["normalize_address", "validate_address"]
+    assert not (tmp_path / "a" / "customer_address_effect").exists()
+    again = run_interactive(tmp_path / "b", INTERACTIVE_ANSWERS)
+    assert again.exit_code == 0, again.output
+    assert tree(tmp_path / "a") == tree(tmp_path / "b")
+
+
+def test_interactive_defaults_are_the_parsed_values(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run_interactive(tmp_path / "interactive", "\n\n\n")
+    assert result.exit_code == 0, result.output
+    assert "node name [NodeCustomerAddressEffect]" in result.output
+    assert run_main([DESCRIPTION, "--output-dir", str(tmp_path / "plain"), "--no-test-gate"], capsys)[0] == 0
+    assert tree(tmp_path / "interactive") == tree(tmp_path / "plain")
+
+
+def test_interactive_end_of_input_writes_nothing(tmp_path: Path) -> None:
+    result = run_interactive(tmp_path / "out", "compute\n")
+    assert result.exit_code == 1
+    assert not (tmp_path / "out").exists()
 
 
 def test_intelligence_finds_similar_nodes(tmp_path: Path) -> None:

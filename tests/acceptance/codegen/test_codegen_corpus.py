@@ -10,6 +10,7 @@ from pathlib import Path
 from codegen_helpers import DESCRIPTIONS, Corpus
 
 from omninode_bridge.codegen.check import check_paths
+from omninode_bridge.codegen.manifests import KUBERNETES_VERSION, manifest_problems
 from omninode_bridge.codegen.refine import lint_command
 
 MIN_ACCURACY = 0.85
@@ -68,7 +69,7 @@ def test_generated_code_is_ruff_clean(corpus: Corpus) -> None:
 
 
 def test_generated_code_is_mypy_strict_clean(corpus: Corpus) -> None:
-    picked = {}
+    picked: dict[str, Path] = {}
     for result in corpus.results:
         picked.setdefault(result.node_type, Path(result.node_dir).parent)
     cmd = [
@@ -84,3 +85,18 @@ def test_generated_code_is_mypy_strict_clean(corpus: Corpus) -> None:
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=corpus.root)
     assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_generated_manifests_pass_real_validators(corpus: Corpus) -> None:
+    """Kubernetes schema (strict), Consul service JSON Schema and hadolint, on every node."""
+    for result in corpus.results:
+        problems, skipped = manifest_problems(Path(result.node_dir))
+        assert (problems, skipped) == ([], []), (result.node_name, problems, skipped)
+        assert result.quality is not None
+        stage6 = result.quality.checks["manifests"]
+        assert (stage6.score, stage6.skipped) == (1.0, False), (result.node_name, stage6)
+        assert stage6.detail == "3 validator(s) passed"
+    print(
+        f"{len(corpus.results)} nodes: deployment_manifest.yaml valid for Kubernetes {KUBERNETES_VERSION}"
+        " (strict), service_manifest.yaml valid Consul definitions, Dockerfiles hadolint-clean"
+    )

@@ -14,7 +14,7 @@ from omninode_bridge.codegen.update import merge3, update_node
 
 DESCRIPTION = "Store shipping labels in PostgreSQL with TTL"
 OLD_DOC = '"""Base metrics plus per-operation call counts."""'
-NEW_DOC = '"""Base metrics plus per-operation call counts (template 1.1)."""'
+NEW_DOC = '"""Base metrics plus per-operation call counts (template 1.2)."""'
 HAND_METHOD = '''
     def label_prefix(self) -> str:
         """Hand-written helper that update must keep."""
@@ -35,13 +35,13 @@ def node_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def new_templates(tmp_path: Path) -> Path:
-    """The packaged templates plus a change: version 1.1.0, new docstring, README line."""
-    templates = copy_templates(tmp_path / "templates-1.1")
-    (templates / "meta.json").write_text('{"template_version": "1.1.0"}\n', encoding="utf-8")
+    """The packaged templates plus a change: version 1.2.0, new docstring, README line."""
+    templates = copy_templates(tmp_path / "templates-1.2")
+    (templates / "meta.json").write_text('{"template_version": "1.2.0"}\n', encoding="utf-8")
     base = templates / "_node_base.py.j2"
     base.write_text(base.read_text(encoding="utf-8").replace(OLD_DOC, NEW_DOC), encoding="utf-8")
     readme = templates / "README.md.j2"
-    readme.write_text(readme.read_text(encoding="utf-8") + "\nUpdated by template 1.1.\n", encoding="utf-8")
+    readme.write_text(readme.read_text(encoding="utf-8") + "\nUpdated by template 1.2.\n", encoding="utf-8")
     return templates
 
 
@@ -75,9 +75,9 @@ def test_update_keeps_hand_edits_and_merges_template_change(
     merged = node_py.read_text(encoding="utf-8")
     assert "def label_prefix(self) -> str:" in merged
     assert NEW_DOC in merged and OLD_DOC not in merged
-    assert "Updated by template 1.1." in (node_dir / "README.md").read_text(encoding="utf-8")
+    assert "Updated by template 1.2." in (node_dir / "README.md").read_text(encoding="utf-8")
     record = json.loads((node_dir / ".omninode-generate.json").read_text(encoding="utf-8"))
-    assert record["template_version"] == "1.1.0"
+    assert record["template_version"] == "1.2.0"
     compile(merged, "node.py", "exec")
     again = update_node(node_dir, new_templates)
     assert again.applied and not again.conflicts
