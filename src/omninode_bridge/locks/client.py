@@ -27,6 +27,7 @@ from omninode_bridge.locks.config import LockSettings
 from omninode_bridge.locks.embedded import start_embedded
 from omninode_bridge.locks.errors import (
     LockDatabaseError,
+    LockError,
     LockNotFoundError,
     LockTimeoutError,
     LockValidationError,
@@ -402,7 +403,9 @@ class LockClient:
                     return await self._give_up(req)
                 sent = time.monotonic()
                 row = await self._call("poll_wait", req.lease_id)
-        except BaseException:
+        except LockError:
+            raise  # refused or timed out: the database already dropped our queue entry
+        except BaseException:  # cancelled or failed mid-wait: leave the queue explicitly
             await asyncio.shield(self._abandon(req.lease_id))
             raise
         finally:
