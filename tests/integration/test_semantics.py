@@ -326,3 +326,25 @@ async def test_grants_reach_only_the_waiters_process(dsn: str, settings: object)
         await one.release(held[1])
         await asyncio.wait_for(theirs, 5)
         assert two._listener.notifications == 1
+
+
+async def test_prune_bounds_tables_and_tokens_keep_growing(
+    locks: LockClient, admin_conn: asyncpg.Connection
+) -> None:
+    first = await locks.acquire("job:1", "a", ttl=30)
+    await locks.release(first)
+    await locks.acquire("sem", "a", ttl=30, permits=3)
+    held = await locks.acquire("job:held", "a", ttl=30)
+    await admin_conn.execute("UPDATE omninode_locks.locks SET touched_at = now() - interval '2 hours'")
+    await admin_conn.execute("UPDATE omninode_locks.events SET created_at = now() - interval '2 days'")
+    recent = await locks.acquire("job:2", "a", ttl=30)  # its events are recent
+    events, pruned_locks = await locks.prune()
+    assert pruned_locks == 1  # job:1 only: "sem" keeps its permits, "job:held" is held
+    assert events == 4  # job:1 acquired + released, sem and job:held acquired: all old
+    remaining = {r["name"] for r in await admin_conn.fetch("SELECT name FROM omninode_locks.locks")}
+    assert remaining == {"sem", "job:held", "job:2"}
+    again = await locks.acquire("job:1", "b", ttl=30)
+    assert again.token > max(first.token, held.token, recent.token), "tokens never go back"
+    assert [e["event_type"] for e in await locks.recent_events("job:2")] == ["lock_acquired"]
+    with pytest.raises(LockNotHeldError):  # its ending event was pruned with the rest
+        await locks.release(first)

@@ -60,6 +60,7 @@ from omninode_bridge.locks.retry import CircuitBreaker, RetryPolicy, is_transien
 
 OPERATION_TIMEOUT = 10.0
 GRANT_DELIVERY_MARGIN = 0.05
+PRUNE_INTERVAL = 60.0
 
 
 @dataclass
@@ -226,10 +227,14 @@ class LockClient:
             self._cleanup_task = asyncio.get_running_loop().create_task(self._cleanup_loop())
 
     async def _cleanup_loop(self) -> None:
+        last_prune = time.monotonic()
         while True:
             await asyncio.sleep(self.settings.cleanup_interval)
             try:
                 await self.cleanup_expired()
+                if time.monotonic() - last_prune >= PRUNE_INTERVAL:
+                    last_prune = time.monotonic()
+                    await self.prune()
             except Exception as err:  # the next round tries again; correctness never needs it
                 emit_log_event(LogLevel.WARNING, "lock cleanup failed", {"error": type(err).__name__})
 
@@ -591,6 +596,16 @@ class LockClient:
         """Reap expired leases now (the background task does this periodically)."""
         count: int = await self._call("cleanup_expired", fetch="fetchval")
         return count
+
+    async def prune(self, *, keep_unrelayed: bool = False) -> tuple[int, int]:
+        """Drop events older than ``event_retention`` and lock rows idle for
+        ``lock_idle_retention`` (the cleanup task does this every minute); returns
+        (events, locks) removed. Tokens stay strictly increasing: they come from a
+        sequence, not from the pruned rows."""
+        row = await self._call(
+            "prune", self.settings.event_retention, self.settings.lock_idle_retention, keep_unrelayed
+        )
+        return int(row["events_pruned"]), int(row["locks_pruned"])
 
     async def fence_guard(self, conn: asyncpg.Connection, resource: str, token: int) -> None:
         """Inside the caller's transaction: reject a write whose token is older than one

@@ -27,6 +27,8 @@ _ENV = {
     "default_ttl": "OMNINODE_DEFAULT_TTL",
     "cleanup_interval": "OMNINODE_CLEANUP_INTERVAL",
     "recheck_interval": "OMNINODE_RECHECK_INTERVAL",
+    "event_retention": "OMNINODE_EVENT_RETENTION",
+    "lock_idle_retention": "OMNINODE_LOCK_IDLE_RETENTION",
     "data_dir": "OMNINODE_DATA_DIR",
     "kafka_bootstrap_servers": "OMNINODE_KAFKA_BOOTSTRAP_SERVERS",
     "kafka_topic_prefix": "OMNINODE_KAFKA_TOPIC_PREFIX",
@@ -46,6 +48,8 @@ class LockSettings:
     default_ttl: float = 30.0
     cleanup_interval: float = 5.0
     recheck_interval: float = 2.0
+    event_retention: float = 86400.0
+    lock_idle_retention: float = 3600.0
     data_dir: str = ".omninode/pgdata"
     kafka_bootstrap_servers: str | None = None
     kafka_topic_prefix: str = "dev.omninode-bridge"
@@ -58,8 +62,10 @@ class LockSettings:
             raise LockValidationError("need 1 <= pool_min <= pool_max <= 1000")
         if not 1 <= self.default_ttl <= 3600:
             raise LockValidationError("default_ttl must be within 1..3600 seconds")
-        if self.cleanup_interval <= 0 or self.recheck_interval <= 0:
+        if min(self.cleanup_interval, self.recheck_interval) <= 0:
             raise LockValidationError("cleanup_interval and recheck_interval must be > 0")
+        if min(self.event_retention, self.lock_idle_retention) < 60:
+            raise LockValidationError("event_retention and lock_idle_retention must be >= 60 seconds")
 
     @property
     def embedded(self) -> bool:

@@ -3,17 +3,18 @@
 
 -- name: acquire_fast
 -- The uncontended acquire in one statement: take the lock row and, if its counters
--- say the lock has room and nobody queues, bump the fence, insert the lease and its
+-- say the lock has room and nobody queues, draw a token, insert the lease and its
 -- event. No row back means "not this way": the client then calls acquire().
 -- Counters include expired-but-unreaped leases, so a doubt always falls back.
 -- $1 name, $2 lease_id, $3 owner, $4 mode, $5 ttl_ms, $6 permits or NULL, $7 metadata
 WITH k AS (
     INSERT INTO __schema__.locks AS t (name, permits, fence, n_exclusive, n_shared)
-    VALUES ($1, coalesce($6::integer, 1), 1,
+    VALUES ($1, coalesce($6::integer, 1), nextval('__schema__.fence_seq'),
             CASE WHEN $4::text = 'exclusive' THEN 1 ELSE 0 END,
             CASE WHEN $4::text = 'shared' THEN 1 ELSE 0 END)
     ON CONFLICT (name) DO UPDATE
-       SET fence = t.fence + 1,
+       SET fence = nextval('__schema__.fence_seq'),  -- drawn under the row lock
+           touched_at = now(),
            n_exclusive = t.n_exclusive + excluded.n_exclusive,
            n_shared = t.n_shared + excluded.n_shared
      WHERE t.n_waiting = 0
@@ -59,6 +60,9 @@ SELECT __schema__.force_release($1, $2);
 
 -- name: cleanup_expired
 SELECT __schema__.cleanup_expired();
+
+-- name: prune
+SELECT * FROM __schema__.prune($1, $2, $3);
 
 -- name: fence_guard
 SELECT __schema__.fence_guard($1, $2);

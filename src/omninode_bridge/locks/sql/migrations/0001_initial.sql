@@ -7,8 +7,11 @@
 --   * All state changes of one lock name happen while holding that name's row
 --     in `locks` (FOR UPDATE / ON CONFLICT DO UPDATE). That row is the mutex
 --     for the lock's leases and its waiter queue.
---   * `locks.fence` only grows and rows in `locks` are never deleted, so a
---     fencing token is strictly increasing per name forever.
+--   * Fencing tokens come from one sequence, drawn while holding the lock row, so
+--     a token is larger than every token issued before it - for this name and any
+--     other - across releases, expiry, pruning of idle lock rows and restarts
+--     (grants commit durably, which flushes the sequence's WAL with them).
+--     locks.fence keeps the last token issued for the name.
 --   * locks.n_exclusive / n_shared count the lease rows of the name (live or expired
 --     but not yet reaped) by mode, and locks.n_waiting its waiter rows. They let the
 --     uncontended acquire (queries.sql: acquire_fast) decide from the lock row alone.
@@ -23,11 +26,14 @@ CREATE TABLE __schema__.locks (
     name        text PRIMARY KEY CHECK (char_length(name) BETWEEN 1 AND 255),
     permits     integer NOT NULL DEFAULT 1 CHECK (permits BETWEEN 1 AND 100000),
     fence       bigint NOT NULL DEFAULT 0,
+    touched_at  timestamptz NOT NULL DEFAULT now(),
     n_exclusive integer NOT NULL DEFAULT 0,
     n_shared    integer NOT NULL DEFAULT 0,
     n_waiting   integer NOT NULL DEFAULT 0,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
+
+CREATE SEQUENCE __schema__.fence_seq;
 
 CREATE TABLE __schema__.leases (
     lease_id    uuid PRIMARY KEY,
@@ -128,18 +134,23 @@ BEGIN
 END
 $$;
 
--- Insert a lease with the given token and record lock_acquired.
+-- Issue a fencing token, insert the lease and record lock_acquired. Caller holds the
+-- lock row (so tokens of one name are drawn in grant order).
 CREATE FUNCTION __schema__._grant(
-    p_name text, p_lease_id uuid, p_owner text, p_mode text, p_token bigint,
+    p_name text, p_lease_id uuid, p_owner text, p_mode text,
     p_ttl_ms integer, p_metadata jsonb, p_waited boolean
 ) RETURNS __schema__.leases LANGUAGE plpgsql AS $$
 DECLARE
     l __schema__.leases;
+    v_token bigint;
 BEGIN
+    UPDATE __schema__.locks SET fence = nextval('__schema__.fence_seq'), touched_at = now()
+     WHERE name = p_name
+    RETURNING fence INTO v_token;
     WITH ins AS (
         INSERT INTO __schema__.leases
                (lease_id, name, owner_id, mode, token, ttl_ms, acquired_at, expires_at, metadata)
-        VALUES (p_lease_id, p_name, p_owner, p_mode, p_token, p_ttl_ms, now(),
+        VALUES (p_lease_id, p_name, p_owner, p_mode, v_token, p_ttl_ms, now(),
                 now() + p_ttl_ms * interval '1 millisecond', p_metadata)
         RETURNING *
     ), ev AS (
@@ -229,12 +240,10 @@ BEGIN
             OR (x.listener_pid IS NOT NULL
                 AND NOT EXISTS (SELECT 1 FROM pg_stat_get_activity(x.listener_pid))));
     GET DIAGNOSTICS v_dropped = ROW_COUNT;
-    SELECT permits, fence INTO k FROM __schema__.locks WHERE name = p_name;
+    SELECT permits INTO k FROM __schema__.locks WHERE name = p_name;
     FOR w IN SELECT * FROM __schema__.waiters WHERE name = p_name ORDER BY seq LOOP
         EXIT WHEN NOT __schema__._compatible(w.mode, k.permits, h.n_exclusive, h.n_shared);
-        k.fence := k.fence + 1;  -- we hold the row: tokens are handed out locally
-        l := __schema__._grant(p_name, w.waiter_id, w.owner_id, w.mode, k.fence, w.ttl_ms,
-                               w.metadata, true);
+        l := __schema__._grant(p_name, w.waiter_id, w.owner_id, w.mode, w.ttl_ms, w.metadata, true);
         DELETE FROM __schema__.waiters WHERE waiter_id = w.waiter_id;
         IF w.listener_pid IS NOT NULL THEN
             PERFORM pg_notify('__channel___' || w.listener_pid, json_build_object(
@@ -251,12 +260,10 @@ BEGIN
         END IF;
     END LOOP;
     IF h.n_expired > 0 THEN
-        UPDATE __schema__.locks SET fence = k.fence WHERE name = p_name;
         PERFORM __schema__._count(p_name);
     ELSIF v_dropped + v_exclusive + v_shared > 0 THEN
         UPDATE __schema__.locks
-           SET fence = k.fence,
-               n_exclusive = n_exclusive + v_exclusive,
+           SET n_exclusive = n_exclusive + v_exclusive,
                n_shared = n_shared + v_shared,
                n_waiting = n_waiting - v_dropped - v_exclusive - v_shared
          WHERE name = p_name;
@@ -340,7 +347,6 @@ DECLARE
     k __schema__.locks;
     l __schema__.leases;
     h record;
-    v_token bigint;
     v_path text[];
     v_queued boolean;
 BEGIN
@@ -348,11 +354,10 @@ BEGIN
     IF FOUND THEN
         RETURN __schema__._result('granted', l, NULL, 'retry');
     END IF;
-    INSERT INTO __schema__.locks AS t (name, permits, fence)
-    VALUES (p_name, coalesce(p_permits, 1), 1)
-    ON CONFLICT (name) DO UPDATE SET fence = t.fence + 1
+    INSERT INTO __schema__.locks AS t (name, permits)
+    VALUES (p_name, coalesce(p_permits, 1))
+    ON CONFLICT (name) DO UPDATE SET touched_at = now()
     RETURNING * INTO k;
-    v_token := k.fence;
     IF p_wait_ms > 0 AND EXISTS (SELECT 1 FROM __schema__.waiters WHERE waiter_id = p_lease_id) THEN
         RETURN __schema__.poll_wait(p_lease_id);
     END IF;
@@ -385,9 +390,7 @@ BEGIN
     IF v_queued AND __schema__._compatible(p_mode, k.permits, h.n_exclusive, h.n_shared) THEN
         -- The lock has room yet a queue: promote it (drops dead waiters, grants live
         -- ones) before deciding, so a crashed waiter never blocks the lock.
-        IF __schema__._promote(p_name) > 0 THEN
-            UPDATE __schema__.locks SET fence = fence + 1 WHERE name = p_name RETURNING fence INTO v_token;
-        END IF;
+        PERFORM __schema__._promote(p_name);
         SELECT * INTO h FROM __schema__._holders(p_name);
         v_queued := EXISTS (SELECT 1 FROM __schema__.waiters WHERE name = p_name);
     END IF;
@@ -396,7 +399,7 @@ BEGIN
         IF h.n_expired > 0 THEN
             PERFORM __schema__._reap(p_name);
         END IF;
-        l := __schema__._grant(p_name, p_lease_id, p_owner, p_mode, v_token, p_ttl_ms, p_metadata, false);
+        l := __schema__._grant(p_name, p_lease_id, p_owner, p_mode, p_ttl_ms, p_metadata, false);
         PERFORM __schema__._count(p_name);
         RETURN __schema__._result('granted', l, NULL, NULL);
     END IF;
@@ -654,6 +657,41 @@ BEGIN
     END LOOP;
     PERFORM __schema__._lazy_commit();
     RETURN n;
+END
+$$;
+
+-- Bound the tables: drop events older than p_event_retention_s (oldest first, in
+-- batches, optionally keeping those not yet relayed) and idle plain lock rows not
+-- used for p_idle_s (semaphores keep their permits setting). Pruning a lock row loses
+-- nothing: tokens come from the sequence. Returns (events, locks) removed.
+CREATE FUNCTION __schema__.prune(p_event_retention_s double precision, p_idle_s double precision,
+                                 p_keep_unrelayed boolean,
+                                 OUT events_pruned integer, OUT locks_pruned integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+BEGIN
+    events_pruned := 0;
+    FOR i IN 1..20 LOOP
+        DELETE FROM __schema__.events
+         WHERE id IN (SELECT id FROM __schema__.events ORDER BY id LIMIT 5000)
+           AND created_at < now() - p_event_retention_s * interval '1 second'
+           AND (NOT p_keep_unrelayed OR relayed_at IS NOT NULL);
+        GET DIAGNOSTICS n = ROW_COUNT;
+        events_pruned := events_pruned + n;
+        EXIT WHEN n < 5000;
+    END LOOP;
+    DELETE FROM __schema__.locks
+     WHERE name IN (SELECT name FROM __schema__.locks k
+                     WHERE k.permits = 1 AND k.n_exclusive = 0 AND k.n_shared = 0
+                       AND k.n_waiting = 0
+                       AND k.touched_at < now() - p_idle_s * interval '1 second'
+                       AND NOT EXISTS (SELECT 1 FROM __schema__.leases l WHERE l.name = k.name)
+                       AND NOT EXISTS (SELECT 1 FROM __schema__.waiters w WHERE w.name = k.name)
+                     LIMIT 10000
+                       FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS locks_pruned = ROW_COUNT;
+    PERFORM __schema__._lazy_commit();
 END
 $$;
 
