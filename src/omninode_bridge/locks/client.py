@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import secrets
 import socket
@@ -17,30 +16,22 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
 from omninode_bridge.core.logging import LogLevel, emit_log_event
 from omninode_bridge.locks.config import LockSettings
-from omninode_bridge.locks.embedded import start_embedded
 from omninode_bridge.locks.errors import (
-    LockDatabaseError,
     LockError,
-    LockNotFoundError,
     LockTimeoutError,
     LockValidationError,
-    StaleTokenError,
 )
 from omninode_bridge.locks.listener import GrantListener, WaitSlot
 from omninode_bridge.locks.migrate import migrate
 from omninode_bridge.locks.models import (
     Lease,
-    LockInfo,
     LockMode,
-    LockSummary,
-    Waiter,
     check_metadata,
     check_mode,
     check_name,
@@ -48,80 +39,21 @@ from omninode_bridge.locks.models import (
     check_ttl,
     check_wait,
 )
-from omninode_bridge.locks.queries import channel_for, load_queries
+from omninode_bridge.locks.pool import open_pool
+from omninode_bridge.locks.queries import channel_for
 from omninode_bridge.locks.renew import LeaseKeeper
+from omninode_bridge.locks.request import AcquireRequest
 from omninode_bridge.locks.results import (
     acquire_error,
     acquire_outcome,
     lease_outcome,
     parse_lease_id,
 )
-from omninode_bridge.locks.retry import CircuitBreaker, RetryPolicy, is_transient
+from omninode_bridge.locks.retry import CircuitBreaker, RetryPolicy
+from omninode_bridge.locks.store import LockStore
 
-OPERATION_TIMEOUT = 10.0
 GRANT_DELIVERY_MARGIN = 0.05
 PRUNE_INTERVAL = 60.0
-
-
-@dataclass
-class EngineStats:
-    """Counters for metrics; plain numbers so any exporter can read them."""
-
-    acquires: dict[str, int] = field(default_factory=dict)
-    releases: int = 0
-    extends: int = 0
-    deadlocks: int = 0
-    retries: int = 0
-    waiting: int = 0
-    last_db_ms: float = 0.0
-
-    def count_acquire(self, result: str) -> None:
-        self.acquires[result] = self.acquires.get(result, 0) + 1
-
-
-@dataclass(frozen=True)
-class AcquireRequest:
-    """A validated acquire; ``lease_id`` is chosen here so retries are idempotent."""
-
-    name: str
-    owner_id: str
-    mode: LockMode
-    ttl: float
-    wait: float
-    permits: int | None
-    reentrant: bool
-    metadata: dict[str, Any]
-    lease_id: uuid.UUID = field(default_factory=uuid.uuid4)
-
-    def fast_args(self) -> tuple[Any, ...]:
-        """Arguments of ``acquire_fast`` (the one-statement uncontended path)."""
-        ms = int(self.ttl * 1000)
-        return (self.name, self.lease_id, self.owner_id, self.mode.value, ms, self.permits, self.metadata)
-
-    def args(self, listener_pid: int | None) -> tuple[Any, ...]:
-        return (
-            self.name,
-            self.lease_id,
-            self.owner_id,
-            self.mode.value,
-            int(self.ttl * 1000),
-            int(self.wait * 1000),
-            self.permits,
-            self.reentrant,
-            self.metadata,
-            listener_pid,
-        )
-
-
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """Pool reset hook that sends nothing: the engine's statements leave no session
-    state behind (settings are transaction-local), so asyncpg's default reset query
-    would only add a round trip to every call."""
-
-
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    for kind in ("json", "jsonb"):
-        await conn.set_type_codec(kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
 class _Connecting:
@@ -143,8 +75,12 @@ class _Connecting:
             await self._client.close()
 
 
-class LockClient:
-    """Distributed locks on PostgreSQL: exclusive, shared and semaphore; see SPEC §1."""
+class LockClient(LockStore):
+    """Distributed locks on PostgreSQL: exclusive, shared and semaphore; see SPEC §1.
+
+    Acquire, release, extend and the ``lock()`` context manager live here; queries,
+    admin operations and the retrying statement runner come from :class:`LockStore`.
+    """
 
     def __init__(
         self,
@@ -156,15 +92,9 @@ class LockClient:
         retry: RetryPolicy | None = None,
         breaker: CircuitBreaker | None = None,
     ) -> None:
-        self.pool = pool
-        self.settings = settings
-        self.schema = settings.schema
+        super().__init__(pool, settings, retry=retry, breaker=breaker)
         self.owner_id = owner_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        self.retry = retry or RetryPolicy()
-        self.breaker = breaker or CircuitBreaker()
-        self.stats = EngineStats()
         self._dsn = dsn
-        self._q = load_queries(self.schema)
         self._listener = GrantListener(self._listen_connect, channel_for(self.schema), self._relisten)
         self._cleanup_task: asyncio.Task[None] | None = None
         self._closed = False
@@ -189,24 +119,7 @@ class LockClient:
             cfg = settings or LockSettings.load()
             if dsn is not None:
                 cfg = cfg.with_dsn(dsn)
-            real_dsn = (
-                cfg.dsn if cfg.dsn is not None else await asyncio.to_thread(start_embedded, cfg.data_dir)
-            )
-            try:
-                pool = await asyncpg.create_pool(
-                    real_dsn,
-                    min_size=cfg.pool_min,
-                    max_size=cfg.pool_max,
-                    init=_init_connection,
-                    reset=_keep_session,
-                    command_timeout=60,
-                )
-            except ValueError as err:  # asyncpg's DSN parser: malformed port, options...
-                raise LockValidationError(f"invalid DSN {cfg.safe_dsn()}", field="dsn") from err
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
-                raise LockDatabaseError(
-                    f"cannot connect to PostgreSQL at {cfg.safe_dsn()}: {type(err).__name__}"
-                ) from err
+            pool, real_dsn = await open_pool(cfg)
             client = cls(pool, cfg, dsn=real_dsn, owner_id=owner_id, retry=retry, breaker=breaker)
             try:
                 if run_migrations:
@@ -265,30 +178,6 @@ class LockClient:
     async def _relisten(self, pid: int, lease_ids: list[str]) -> None:
         if lease_ids:
             await self._call("refresh_listener", pid, [uuid.UUID(i) for i in lease_ids], fetch="execute")
-
-    async def _call(
-        self, name: str, *args: Any, deadline: float | None = None, fetch: str = "fetchrow"
-    ) -> Any:
-        query = self._q[name]
-
-        async def once() -> Any:
-            async with self.pool.acquire() as conn:
-                try:
-                    return await getattr(conn, fetch)(query, *args)
-                except Exception as err:
-                    if is_transient(err):  # never hand a broken connection back to the pool
-                        conn.terminate()
-                    raise
-
-        started = time.perf_counter()
-        try:
-            result, retries = await self.retry.run(
-                once, deadline or time.monotonic() + OPERATION_TIMEOUT, self.breaker
-            )
-        finally:
-            self.stats.last_db_ms = (time.perf_counter() - started) * 1000
-        self.stats.retries += retries
-        return result
 
     # -- acquire ------------------------------------------------------------------
 
@@ -523,95 +412,3 @@ class LockClient:
                 except Exception:
                     if not body_failed:
                         raise
-
-    # -- queries and admin --------------------------------------------------------
-
-    async def get_lock_info(self, name: str) -> LockInfo:
-        """Holders, queue and last token of ``name``; ``LOCK_NOT_FOUND`` if never used."""
-        check_name(name)
-        async with self.pool.acquire() as conn, conn.transaction(readonly=True):
-            row = await conn.fetchrow(self._q["lock_row"], name)
-            if row is None:
-                raise LockNotFoundError(f"lock {name!r} does not exist", lock_name=name)
-            holders = await conn.fetch(self._q["lock_holders"], name)
-            waiters = await conn.fetch(self._q["lock_waiters"], name)
-        return LockInfo(
-            name=name,
-            permits=row["permits"],
-            last_token=row["fence"],
-            holders=[Lease.from_record(h) for h in holders],
-            waiters=[
-                Waiter(w["owner_id"], LockMode(w["mode"]), i, w["waiting_ms"])
-                for i, w in enumerate(waiters, start=1)
-            ],
-        )
-
-    async def list_locks(
-        self,
-        *,
-        prefix: str | None = None,
-        owner_id: str | None = None,
-        expiring_within: float | None = None,
-        limit: int = 100,
-        after: str | None = None,
-    ) -> list[LockSummary]:
-        """Held locks, by name; page with ``after=<last name of the previous page>``."""
-        if not 1 <= limit <= 1000:
-            raise LockValidationError("limit must be within 1..1000", field="limit")
-        within_ms = None if expiring_within is None else int(expiring_within * 1000)
-        rows = await self._call("list_locks", prefix, owner_id, within_ms, limit, after, fetch="fetch")
-        return [
-            LockSummary(
-                name=r["name"],
-                permits=r["permits"],
-                last_token=r["fence"],
-                holders=r["holders"],
-                exclusive=r["exclusive"],
-                owners=list(r["owners"]),
-                waiters=r["waiters"],
-                next_expiry=r["next_expiry"],
-            )
-            for r in rows
-        ]
-
-    async def counts(self) -> dict[str, int]:
-        """Active locks, leases, waiters, expired-but-unreaped leases, known lock names."""
-        return dict(await self._call("counts"))
-
-    async def recent_events(self, name: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        """The newest events from the outbox (all locks, or one)."""
-        return [dict(r) for r in await self._call("recent_events", name, limit, fetch="fetch")]
-
-    async def force_release(self, name: str, reason: str) -> int:
-        """Admin: free every lease of ``name`` (recorded with ``reason``); returns how many."""
-        check_name(name)
-        if not reason or len(reason) > 1000:
-            raise LockValidationError("a reason of 1-1000 characters is required", field="reason")
-        count: int = await self._call("force_release", name, reason, fetch="fetchval")
-        if count < 0:
-            raise LockNotFoundError(f"lock {name!r} does not exist", lock_name=name)
-        return count
-
-    async def cleanup_expired(self) -> int:
-        """Reap expired leases now (the background task does this periodically)."""
-        count: int = await self._call("cleanup_expired", fetch="fetchval")
-        return count
-
-    async def prune(self, *, keep_unrelayed: bool = False) -> tuple[int, int]:
-        """Drop events older than ``event_retention`` and lock rows idle for
-        ``lock_idle_retention`` (the cleanup task does this every minute); returns
-        (events, locks) removed. Tokens stay strictly increasing: they come from a
-        sequence, not from the pruned rows."""
-        row = await self._call(
-            "prune", self.settings.event_retention, self.settings.lock_idle_retention, keep_unrelayed
-        )
-        return int(row["events_pruned"]), int(row["locks_pruned"])
-
-    async def fence_guard(self, conn: asyncpg.Connection, resource: str, token: int) -> None:
-        """Inside the caller's transaction: reject a write whose token is older than one
-        already seen for ``resource`` (raises :class:`StaleTokenError`)."""
-        check_name(resource, "resource")
-        if not await conn.fetchval(self._q["fence_guard"], resource, token):
-            raise StaleTokenError(
-                f"fencing token {token} for {resource!r} is stale", resource=resource, token=token
-            )

@@ -1,0 +1,159 @@
+"""Queries and admin operations over the lock tables, and the retrying statement runner.
+
+:class:`LockStore` is the part of the client that needs no listener: it runs named
+statements through the pool with retries and the circuit breaker, and answers
+lock info, listings, counts, events, force-release, cleanup, pruning and the
+fencing guard. :class:`~omninode_bridge.locks.client.LockClient` builds on it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import asyncpg
+
+from omninode_bridge.locks.config import LockSettings
+from omninode_bridge.locks.errors import LockNotFoundError, LockValidationError, StaleTokenError
+from omninode_bridge.locks.models import Lease, LockInfo, LockMode, LockSummary, Waiter, check_name
+from omninode_bridge.locks.queries import load_queries
+from omninode_bridge.locks.request import EngineStats
+from omninode_bridge.locks.retry import CircuitBreaker, RetryPolicy, is_transient
+
+OPERATION_TIMEOUT = 10.0
+
+
+class LockStore:
+    """Named statements with retries, plus every read and admin operation."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        settings: LockSettings,
+        *,
+        retry: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.schema = settings.schema
+        self.retry = retry or RetryPolicy()
+        self.breaker = breaker or CircuitBreaker()
+        self.stats = EngineStats()
+        self._q = load_queries(self.schema)
+
+    async def _call(
+        self, name: str, *args: Any, deadline: float | None = None, fetch: str = "fetchrow"
+    ) -> Any:
+        query = self._q[name]
+
+        async def once() -> Any:
+            async with self.pool.acquire() as conn:
+                try:
+                    return await getattr(conn, fetch)(query, *args)
+                except Exception as err:
+                    if is_transient(err):  # never hand a broken connection back to the pool
+                        conn.terminate()
+                    raise
+
+        started = time.perf_counter()
+        try:
+            result, retries = await self.retry.run(
+                once, deadline or time.monotonic() + OPERATION_TIMEOUT, self.breaker
+            )
+        finally:
+            self.stats.last_db_ms = (time.perf_counter() - started) * 1000
+        self.stats.retries += retries
+        return result
+
+    # -- queries and admin --------------------------------------------------------
+
+    async def get_lock_info(self, name: str) -> LockInfo:
+        """Holders, queue and last token of ``name``; ``LOCK_NOT_FOUND`` if never used."""
+        check_name(name)
+        async with self.pool.acquire() as conn, conn.transaction(readonly=True):
+            row = await conn.fetchrow(self._q["lock_row"], name)
+            if row is None:
+                raise LockNotFoundError(f"lock {name!r} does not exist", lock_name=name)
+            holders = await conn.fetch(self._q["lock_holders"], name)
+            waiters = await conn.fetch(self._q["lock_waiters"], name)
+        return LockInfo(
+            name=name,
+            permits=row["permits"],
+            last_token=row["fence"],
+            holders=[Lease.from_record(h) for h in holders],
+            waiters=[
+                Waiter(w["owner_id"], LockMode(w["mode"]), i, w["waiting_ms"])
+                for i, w in enumerate(waiters, start=1)
+            ],
+        )
+
+    async def list_locks(
+        self,
+        *,
+        prefix: str | None = None,
+        owner_id: str | None = None,
+        expiring_within: float | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[LockSummary]:
+        """Held locks, by name; page with ``after=<last name of the previous page>``."""
+        if not 1 <= limit <= 1000:
+            raise LockValidationError("limit must be within 1..1000", field="limit")
+        within_ms = None if expiring_within is None else int(expiring_within * 1000)
+        rows = await self._call("list_locks", prefix, owner_id, within_ms, limit, after, fetch="fetch")
+        return [
+            LockSummary(
+                name=r["name"],
+                permits=r["permits"],
+                last_token=r["fence"],
+                holders=r["holders"],
+                exclusive=r["exclusive"],
+                owners=list(r["owners"]),
+                waiters=r["waiters"],
+                next_expiry=r["next_expiry"],
+            )
+            for r in rows
+        ]
+
+    async def counts(self) -> dict[str, int]:
+        """Active locks, leases, waiters, expired-but-unreaped leases, known lock names."""
+        return dict(await self._call("counts"))
+
+    async def recent_events(self, name: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest events from the outbox (all locks, or one)."""
+        return [dict(r) for r in await self._call("recent_events", name, limit, fetch="fetch")]
+
+    async def force_release(self, name: str, reason: str) -> int:
+        """Admin: free every lease of ``name`` (recorded with ``reason``); returns how many."""
+        check_name(name)
+        if not reason or len(reason) > 1000:
+            raise LockValidationError("a reason of 1-1000 characters is required", field="reason")
+        count: int = await self._call("force_release", name, reason, fetch="fetchval")
+        if count < 0:
+            raise LockNotFoundError(f"lock {name!r} does not exist", lock_name=name)
+        return count
+
+    async def cleanup_expired(self) -> int:
+        """Reap expired leases now (the background task does this periodically)."""
+        count: int = await self._call("cleanup_expired", fetch="fetchval")
+        return count
+
+    async def prune(self, *, keep_unrelayed: bool = False) -> tuple[int, int]:
+        """Drop events older than ``event_retention`` and lock rows idle for
+        ``lock_idle_retention`` (the cleanup task does this every minute); returns
+        (events, locks) removed. Tokens stay strictly increasing: they come from a
+        sequence, not from the pruned rows."""
+        row = await self._call(
+            "prune", self.settings.event_retention, self.settings.lock_idle_retention, keep_unrelayed
+        )
+        return int(row["events_pruned"]), int(row["locks_pruned"])
+
+    async def fence_guard(self, conn: asyncpg.Connection, resource: str, token: int) -> None:
+        """Inside the caller's transaction: reject a write whose token is older than one
+        already seen for ``resource`` (raises :class:`StaleTokenError`)."""
+        check_name(resource, "resource")
+        if not await conn.fetchval(self._q["fence_guard"], resource, token):
+            raise StaleTokenError(
+                f"fencing token {token} for {resource!r} is stale", resource=resource, token=token
+            )
