@@ -18,6 +18,7 @@ from omninode_bridge.locks import (
     LockDatabaseError,
     LockExpiredError,
     LockSettings,
+    LockTimeoutError,
     LockValidationError,
 )
 from omninode_bridge.locks.retry import CircuitBreaker, RetryPolicy
@@ -219,3 +220,28 @@ async def test_outage_opens_the_breaker_then_recovers(dsn: str, settings: LockSe
             await locks.acquire("outage", "b", ttl=30)
     finally:
         await proxy.close()
+
+
+async def test_two_readers_upgrading_to_writer_deadlock(locks: LockClient) -> None:
+    await locks.acquire("doc", "A", mode="shared", ttl=30)
+    await locks.acquire("doc", "B", mode="shared", ttl=30)
+    a_upgrades = asyncio.create_task(locks.acquire("doc", "A", ttl=30, wait=20))
+    await asyncio.sleep(0.1)
+    with pytest.raises(DeadlockDetectedError) as info:
+        await locks.acquire("doc", "B", ttl=30, wait=20)
+    assert info.value.details["cycle"] == ["B", "A", "B"]
+    a_upgrades.cancel()
+
+
+async def test_semaphore_waits_are_not_deadlock_edges(locks: LockClient) -> None:
+    """A and B each hold a permit of a 2-permit semaphore and a plain lock; waiting for
+    a permit is not a cycle, since any holder's release frees one."""
+    await locks.acquire("pool", "A", permits=2, ttl=30)
+    await locks.acquire("pool", "B", permits=2, ttl=30)
+    await locks.acquire("a-only", "A", ttl=30)
+    b_waits = asyncio.create_task(locks.acquire("a-only", "B", ttl=30, wait=5))
+    await asyncio.sleep(0.1)
+    third = asyncio.create_task(locks.acquire("pool", "A", ttl=30, wait=0.3))
+    with pytest.raises(LockTimeoutError):  # it waited, it was not refused as a deadlock
+        await third
+    b_waits.cancel()

@@ -272,43 +272,37 @@ BEGIN
 END
 $$;
 
+-- Owners a request for (p_name, p_mode), queued at p_seq, waits for: the incompatible
+-- live holders and the incompatible waiters queued before it (FIFO).
+CREATE FUNCTION __schema__._blockers(p_name text, p_mode text, p_seq bigint)
+RETURNS SETOF text LANGUAGE sql STABLE AS $$
+    SELECT l.owner_id FROM __schema__.leases l
+     WHERE l.name = p_name AND l.expires_at > now()
+       AND (l.mode = 'exclusive' OR p_mode = 'exclusive')
+    UNION
+    SELECT v.owner_id FROM __schema__.waiters v
+     WHERE v.name = p_name AND v.seq < p_seq AND v.wait_until > now()
+       AND (v.mode = 'exclusive' OR p_mode = 'exclusive')
+$$;
+
 -- The wait-for path from the owners blocking (p_owner, p_name, p_mode) back to p_owner,
--- or NULL. Edges: a waiter waits for the incompatible holders of its lock and for the
--- incompatible waiters queued before it (FIFO). Semaphores (permits > 1) are not edges:
--- any one holder releasing frees them, so they cannot close a cycle on their own.
+-- or NULL. Semaphores (permits > 1) are not edges: any one holder releasing frees
+-- them, so they cannot close a cycle on their own. An owner never waits for itself
+-- (one owner id may stand for many tasks).
 CREATE FUNCTION __schema__._cycle(p_owner text, p_name text, p_mode text, p_seq bigint)
 RETURNS text[] LANGUAGE sql STABLE AS $$
-    WITH RECURSIVE edge(waiter_owner, waiter_name, waiter_mode, waiter_seq) AS (
-        SELECT p_owner, p_name, p_mode, coalesce(p_seq, 9223372036854775807)
-    ), walk(owner_id, path, depth) AS (
-        SELECT b.owner_id, ARRAY[p_owner, b.owner_id], 1
-          FROM edge e
-          JOIN __schema__.locks k ON k.name = e.waiter_name AND k.permits = 1
-          CROSS JOIN LATERAL (
-              SELECT l.owner_id FROM __schema__.leases l
-               WHERE l.name = e.waiter_name AND l.expires_at > now()
-                 AND (l.mode = 'exclusive' OR e.waiter_mode = 'exclusive')
-              UNION
-              SELECT v.owner_id FROM __schema__.waiters v
-               WHERE v.name = e.waiter_name AND v.seq < e.waiter_seq AND v.wait_until > now()
-                 AND (v.mode = 'exclusive' OR e.waiter_mode = 'exclusive')
-          ) b
-         WHERE b.owner_id <> p_owner  -- an owner never waits for itself (one id, many tasks)
+    WITH RECURSIVE walk(owner_id, path, depth) AS (
+        SELECT b, ARRAY[p_owner, b], 1
+          FROM __schema__.locks k,
+               __schema__._blockers(p_name, p_mode, coalesce(p_seq, 9223372036854775807)) b
+         WHERE k.name = p_name AND k.permits = 1 AND b <> p_owner
         UNION ALL
-        SELECT b.owner_id, wk.path || b.owner_id, wk.depth + 1
+        SELECT b, wk.path || b, wk.depth + 1
           FROM walk wk
           JOIN __schema__.waiters w ON w.owner_id = wk.owner_id AND w.wait_until > now()
           JOIN __schema__.locks k ON k.name = w.name AND k.permits = 1
-          CROSS JOIN LATERAL (
-              SELECT l.owner_id FROM __schema__.leases l
-               WHERE l.name = w.name AND l.expires_at > now()
-                 AND (l.mode = 'exclusive' OR w.mode = 'exclusive')
-              UNION
-              SELECT v.owner_id FROM __schema__.waiters v
-               WHERE v.name = w.name AND v.seq < w.seq AND v.wait_until > now()
-                 AND (v.mode = 'exclusive' OR w.mode = 'exclusive')
-          ) b
-         WHERE wk.depth < 64 AND wk.owner_id <> p_owner AND NOT b.owner_id = ANY (wk.path[2:])
+          CROSS JOIN LATERAL __schema__._blockers(w.name, w.mode, w.seq) b
+         WHERE wk.depth < 64 AND wk.owner_id <> p_owner AND NOT b = ANY (wk.path[2:])
     )
     SELECT path FROM walk WHERE owner_id = p_owner ORDER BY depth LIMIT 1
 $$;
