@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from omninode_bridge import __version__
-from omninode_bridge.codegen.operations import operation_specs
+from omninode_bridge.codegen.operations import LOCK_KINDS, kind_of, operation_specs
 from omninode_bridge.core.contract import validate_contract
 
 TOPIC_PREFIX = "dev.omninode-bridge"
@@ -48,6 +48,10 @@ def configuration(answers: dict[str, Any]) -> dict[str, dict[str, Any]]:
         items["retry_backoff_ms"] = _item(50 if retry else 0, "int", "linear backoff step", ", ge=0")
         ttl = 300.0 if "ttl" in features else None
         items["default_ttl_seconds"] = _item(ttl, "float | None", "TTL of stored values (null: none)", "")
+        if any(kind_of("effect", op) in LOCK_KINDS for op in answers["operations"]):
+            items["lock_ttl_seconds"] = _item(30.0, "float", "lease TTL when a request gives none", ", gt=0")
+        if "pooling" in features:
+            items["pool_max_size"] = _item(10, "int", "connections in the backend adapter's pool", ", ge=1")
         if "circuit_breaker" in features:
             items["circuit_breaker_threshold"] = _item(5, "int", "failures in a row that open it", ", ge=1")
             items["circuit_breaker_reset_s"] = _item(30.0, "float", "seconds it stays open", ", gt=0")
@@ -122,6 +126,7 @@ def build_contract(answers: dict[str, Any], template_version: str) -> dict[str, 
             "generator": "omninode-generate",
             "generator_version": __version__,
             "template_version": template_version,
+            "entity": answers["entity"],
         },
         "quality_gates": {"min_quality_score": 0.8, "min_test_coverage": 80},
     }

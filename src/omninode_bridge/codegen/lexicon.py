@@ -165,6 +165,10 @@ VERBS: dict[str, str] = {
     "edit": "update",
     "refresh": "refresh",
     "extend": "extend",
+    "renew": "renew",
+    "acquire": "acquire",
+    "release": "release",
+    "unlock": "release",
     "delete": "delete",
     "remove": "delete",
     "evict": "evict",
@@ -269,6 +273,9 @@ FEATURES: dict[str, str] = {
     "batching": "batch",
     "rate": "rate_limit",
     "throttle": "rate_limit",
+    "pooling": "pooling",
+    "pooled": "pooling",
+    "pool": "pooling",
 }
 
 STOPWORDS = frozenset(
@@ -330,6 +337,9 @@ STOPWORDS = frozenset(
         "support",
         "supports",
         "based",
+        "backed",
+        "driven",
+        "powered",
         "new",
         "our",
         "their",
@@ -416,6 +426,7 @@ STOPWORDS = frozenset(
         "ten",
     ]
 )
+ARTICLES = frozenset({"the", "a", "an"})
 TECH_WORDS = (
     frozenset(BACKENDS)
     | frozenset(FEATURES)

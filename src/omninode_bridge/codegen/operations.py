@@ -56,6 +56,7 @@ KINDS: dict[str, dict[str, tuple[str, ...]]] = {
         "update": ("update", "patch", "refresh", "extend", "modify", "touch"),
         "delete": ("delete", "evict", "invalidate", "purge", "expire", "remove", "cancel"),
         "list": ("list", "search", "scan", "browse"),
+        "cleanup": ("cleanup", "sweep", "reap"),
     },
     "compute": {
         "hash": ("hash", "checksum", "digest", "encode", "sign", "fingerprint"),
@@ -117,6 +118,24 @@ KINDS: dict[str, dict[str, tuple[str, ...]]] = {
         "cancel": ("cancel", "abort", "stop", "delete"),
     },
 }
+# The lock family: these verbs on a lock-like noun get lease semantics (an effect's
+# ``acquire_lock`` takes a lease with a fencing token, ``extend_lock`` renews it, ...).
+LOCK_NOUNS = frozenset({"lock", "locks", "lease", "leases", "mutex", "semaphore"})
+LOCK_VERBS: dict[str, str] = {
+    "acquire": "acquire",
+    "lock": "acquire",
+    "obtain": "acquire",
+    "take": "acquire",
+    "release": "release",
+    "unlock": "release",
+    "free": "release",
+    "extend": "extend",
+    "renew": "extend",
+    "refresh": "extend",
+    "touch": "extend",
+    "heartbeat": "extend",
+}
+LOCK_KINDS = ("acquire", "release", "extend")
 DEFAULT_KIND = {
     "effect": "send",
     "compute": "statistics",
@@ -132,6 +151,11 @@ KIND_DESCRIPTIONS: dict[str, str] = {
     "update": "update the value stored under an existing key",
     "delete": "delete the value stored under a key",
     "list": "list stored keys, optionally by prefix",
+    "cleanup": "remove expired entries and leases; returns how many",
+    "acquire": "take a lease on the resource ``key`` for ``owner``; returns its lease id"
+    " and a fencing token that increases with every new lease",
+    "release": "give up the lease ``lease_id`` (idempotent for its holder)",
+    "extend": "renew the held lease ``lease_id`` for another TTL",
     "hash": "SHA-256 digest of the canonical JSON of the input",
     "statistics": "count, sum, mean, min and max of the input values",
     "transform": "normalise keys to snake_case and strip string values",
@@ -155,6 +179,8 @@ def kind_of(node_type: str, operation: str) -> str:
         return "status"
     if node_type == "reducer" and operation.endswith("_state") and parts[0] in KINDS["reducer"]["state"]:
         return "state"
+    if node_type == "effect" and parts[0] in LOCK_VERBS and LOCK_NOUNS.intersection(parts[1:]):
+        return LOCK_VERBS[parts[0]]
     for part in parts:
         for kind, verbs in table.items():
             if part in verbs:

@@ -126,15 +126,19 @@ def answers_from_contract(path: Path) -> dict[str, Any]:
     node_type = str(contract["node_type"]).lower()
     name = contract["name"]
     check_name(name, node_type)
-    entity = snake(name[4 : -len(node_type)])
+    generation = contract.get("generation") or {}
+    entity = str(generation.get("entity") or snake(name[4 : -len(node_type)]))
     ops = contract_operations(contract) or [f"{v}_{entity}" for v in DEFAULT_VERBS[node_type]]
     advanced = contract.get("advanced_features") or {}
     features = [
         f for f, key in (("retry", "retry_policy"), ("circuit_breaker", "circuit_breaker")) if key in advanced
     ]
-    ttl = ((contract.get("configuration") or {}).get("default_ttl_seconds") or {}).get("default")
+    configuration = contract.get("configuration") or {}
+    ttl = (configuration.get("default_ttl_seconds") or {}).get("default")
     if ttl:
         features.append("ttl")
+    if "pool_max_size" in configuration:
+        features.append("pooling")
     services = (contract.get("dependencies") or {}).get("services") or []
     targets = contract.get("performance_targets") or {}
     version = contract["version"]

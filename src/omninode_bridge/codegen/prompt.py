@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from omninode_bridge.codegen.lexicon import (
+    ARTICLES,
     BACKENDS,
     CRUD_VERBS,
     FEATURES,
@@ -26,6 +27,23 @@ from omninode_bridge.core import EnumCoreErrorCode, ModelOnexError
 NODE_TYPES = ("effect", "compute", "reducer", "orchestrator")
 SUFFIX = {t: t.capitalize() for t in NODE_TYPES}
 NAME_RE = re.compile(r"^Node[A-Z][A-Za-z0-9]*(Effect|Compute|Reducer|Orchestrator)$")
+# A node name written in the description ("Create NodeDistributedLockEffect for ..."),
+# with the meta-verb before it, which is about generating the node, not an operation.
+_NAME_IN_TEXT = re.compile(
+    r"(?:\b(?i:create|build|generate|make|implement|write|scaffold)\s+(?i:an?\s+|the\s+)?)?"
+    r"\b(Node[A-Z][A-Za-z0-9]*?(Effect|Compute|Reducer|Orchestrator))\b"
+)
+# Word and separator tokens for verb lists such as "acquire/release/extend lock".
+_LIST_TOKEN = re.compile(r"[a-z][a-z0-9-]*|[/,&.;:()]")
+_LIST_SEPARATORS = frozenset({"/", ",", "&", "and", "or"})
+# "background cleanup task", "automatic lease expiration": expired state must be swept.
+_CLEANUP = re.compile(
+    r"\b(?:background|periodic|scheduled|automatic)\s+(?:cleanup|clean-up|sweep|sweeper|reaper)"
+    r"|\bcleanup\s+(?:task|job|worker|loop)"
+    r"|\b(?:automatic|lease|lock)\s+(?:lease\s+)?(?:expiration|expiry)"
+    r"|\bexpired\s+(?:leases|locks|entries|keys)"
+)
+CLEANUP_OPERATION = "cleanup_expired"
 
 _WORD = re.compile(r"[a-z][a-z0-9-]*")
 _LATENCY = re.compile(r"(?:under|below|within|<|<=|less than)?\s*(\d+(?:\.\d+)?)\s*ms\b")
@@ -64,6 +82,21 @@ def bad_input(message: str) -> ModelOnexError:
 def words(text: str) -> list[str]:
     """Lower-case word tokens of ``text``."""
     return _WORD.findall(text.lower())
+
+
+def expand(tokens: list[str]) -> list[str]:
+    """``tokens`` with each hyphenated word followed by its parts.
+
+    ``postgresql-backed`` gives ``postgresql-backed``, ``postgresql``, ``backed``, so
+    backends and features written in compounds are recognised; entity words are
+    still taken from the unexpanded tokens ("multi-step" is not a noun).
+    """
+    out: list[str] = []
+    for token in tokens:
+        out.append(token)
+        if "-" in token:
+            out.extend(part for part in token.split("-") if part[:1].isalpha())
+    return out
 
 
 def singular(word: str) -> str:
@@ -114,17 +147,75 @@ def _entity_words(tokens: list[str]) -> list[str]:
     return []
 
 
-def _operations(tokens: list[str], entity: str, node_type: str) -> list[str]:
+def _noun_after(tokens: list[str], start: int) -> list[str]:
+    """The noun phrase (one or two content words) at ``tokens[start]``, singularised.
+
+    Articles are skipped and generic heads dropped: "lock operations" -> ``["lock"]``,
+    "cache entries" -> ``["cache", "entry"]``, "order events" -> ``["order"]``.
+    """
+    i = start
+    while i < len(tokens) and tokens[i] in ARTICLES:
+        i += 1
+    phrase: list[str] = []
+    while i < len(tokens) and len(phrase) < 2:
+        w = tokens[i]
+        if w in _LIST_SEPARATORS or w in STOPWORDS or not w[0].isalpha() or w in VERBS:
+            break
+        phrase.append(w)
+        i += 1
+    while phrase and not _is_entity_word(phrase[-1]):
+        phrase.pop()
+    return [singular(w) for w in phrase]
+
+
+def verb_lists(text: str) -> list[tuple[list[str], str]]:
+    """Verbs listed before a noun: "acquire/release/extend lock" -> ``(["acquire", ...], "lock")``.
+
+    A list is two or more known verbs joined by ``/``, ``,``, ``&``, ``and`` or ``or``.
+    """
+    tokens = _LIST_TOKEN.findall(text.lower())
+    found: list[tuple[list[str], str]] = []
+    i = 0
+    while i < len(tokens):
+        if tokens[i] not in VERBS:
+            i += 1
+            continue
+        verbs, j = [VERBS[tokens[i]]], i + 1
+        while True:
+            k = j
+            while k < len(tokens) and tokens[k] in _LIST_SEPARATORS:
+                k += 1
+            if k == j or k >= len(tokens) or tokens[k] not in VERBS:
+                break
+            verbs.append(VERBS[tokens[k]])
+            j = k + 1
+        noun = _noun_after(tokens, j) if len(verbs) > 1 else []
+        if noun:
+            found.append((_ordered_unique(verbs), "_".join(noun)))
+        i = j
+    return found
+
+
+def _op(verb: str, noun: str) -> str:
+    return f"{verb}_{noun}s" if verb == "list" else f"{verb}_{noun}"
+
+
+def _operations(
+    tokens: list[str], entity: str, node_type: str, lists: list[tuple[list[str], str]]
+) -> list[str]:
+    """One operation per verb: listed verbs on their noun first, other verbs on ``entity``."""
+    listed = [_op(v, noun) for verbs, noun in lists for v in verbs]
+    in_lists = {v for verbs, _ in lists for v in verbs}
     verbs: list[str] = []
     if "crud" in tokens:
         verbs.extend(CRUD_VERBS)
     for w in tokens:
         verb = VERBS.get(w)
-        if verb and verb not in verbs:
+        if verb and verb not in verbs and verb not in in_lists:
             verbs.append(verb)
-    if not verbs:
+    if not verbs and not listed:
         verbs = list(DEFAULT_VERBS[node_type])
-    ops = [f"{v}_{entity}s" if v == "list" else f"{v}_{entity}" for v in verbs]
+    ops = [*listed, *(_op(v, entity) for v in verbs)]
     extras = {
         "orchestrator": [f"get_{entity}_status", f"cancel_{entity}"],
         "reducer": [f"get_{entity}_state", f"reset_{entity}"],
@@ -175,31 +266,74 @@ def check_name(name: str, node_type: str | None) -> str:
     return implied
 
 
+def _name_in_text(text: str) -> tuple[str | None, str]:
+    """A node name written in ``text`` and the text without it (and its "Create ...")."""
+    m = _NAME_IN_TEXT.search(text)
+    if m is None:
+        return None, text
+    return m.group(1), f"{text[: m.start()]} {text[m.end() :]}"
+
+
+def _written_name(written: str, node_type: str | None, notes: list[str]) -> str:
+    """The name written in the description, re-suffixed when ``--node-type`` says otherwise."""
+    suffix = NAME_RE.match(written)
+    assert suffix is not None  # _NAME_IN_TEXT only matches valid names
+    if node_type is None or node_type == suffix.group(1).lower():
+        notes.append(f"name {written} taken from the description")
+        return written
+    renamed = written[: -len(suffix.group(1))] + SUFFIX[node_type]
+    notes.append(f"--node-type {node_type}: {written} from the description becomes {renamed}")
+    return renamed
+
+
 def parse_prompt(description: str, node_type: str | None = None, name: str | None = None) -> ParsedPrompt:
-    """Parse ``description``; ``node_type``/``name`` override what the text implies."""
+    """Parse ``description``; ``node_type``/``name`` override what the text implies.
+
+    A node name written in the description (``Node<Name><Effect|Compute|...>``) is the
+    name unless ``name`` is given; its suffix is the node type (confidence 1.0). It is
+    taken out of the text before the rest is parsed, so it never becomes the entity.
+    """
     text = " ".join(description.split())
-    tokens = words(text)
-    if len(text) < 10 or len(tokens) < 2:
+    if len(text) < 10 or len(words(text)) < 2:
         raise bad_input("description is empty or too short: describe the node in a sentence (>= 10 chars)")
     if node_type is not None and node_type not in NODE_TYPES:
         raise bad_input(f"--node-type must be one of {', '.join(NODE_TYPES)}, got {node_type!r}")
     implied = check_name(name, node_type) if name else None
+    notes: list[str] = []
+    written, rest = _name_in_text(text)
+    if written and name:
+        notes.append(f"--name {name} given; the description names {written}")
+    elif written:
+        name = _written_name(written, node_type, notes)
+        implied = None if name != written else check_name(name, node_type)
+    plain = words(rest)
+    tokens = expand(plain)
     guessed, confidence, scores = classify(tokens)
     signals = sum(scores.values()) + sum(1 for w in tokens if w in VERBS or w in BACKENDS)
-    if signals == 0:
+    if signals == 0 and not written:
         raise bad_input(
             "description is not meaningful: name what the node does (e.g. 'store user profiles in PostgreSQL')"
         )
     chosen = node_type or implied or guessed
-    notes: list[str] = []
     if chosen != guessed:
         notes.append(f"node type {chosen} given explicitly; the description suggests {guessed}")
-    entity_words = _entity_words(tokens) or ["item"]
-    final_name = name or f"Node{camel('_'.join(entity_words))}{SUFFIX[chosen]}"
-    entity = snake(final_name[4 : -len(SUFFIX[chosen])])
+    lists = verb_lists(rest)
+    entity_words = _entity_words(plain) or ["item"]
+    # The noun of the first verb list is what the operations act on; else the first noun.
+    noun = lists[0][1] if lists else "_".join(entity_words)
+    final_name = name or f"Node{camel(noun)}{SUFFIX[chosen]}"
+    entity = lists[0][1] if lists else snake(final_name[4 : -len(SUFFIX[chosen])])
     domain = next((BACKENDS[w] for w in tokens if w in BACKENDS), entity_words[0])
-    if chosen != guessed:
+    if written and name == written:
+        confidence = 1.0  # the description names the node: its suffix is the type
+    elif chosen != guessed:
         confidence = round(scores[chosen] / max(1, sum(scores.values())), 3)
+    operations = _operations(tokens, entity, chosen, lists)
+    features = _ordered_unique([FEATURES[w] for w in tokens if w in FEATURES])
+    if _CLEANUP.search(rest.lower()):
+        features = _ordered_unique([*features, "ttl", "cleanup"])
+        if chosen == "effect":
+            operations = _ordered_unique([*operations, CLEANUP_OPERATION])
     return ParsedPrompt(
         description=text,
         name=final_name,
@@ -208,9 +342,9 @@ def parse_prompt(description: str, node_type: str | None = None, name: str | Non
         type_scores=scores,
         domain=domain,
         entity=entity,
-        operations=_operations(tokens, entity, chosen),
+        operations=operations,
         backends=_ordered_unique([BACKENDS[w] for w in tokens if w in BACKENDS]),
-        features=_ordered_unique([FEATURES[w] for w in tokens if w in FEATURES]),
-        performance_targets=_performance(text.lower(), chosen),
+        features=features,
+        performance_targets=_performance(rest.lower(), chosen),
         notes=notes,
     )

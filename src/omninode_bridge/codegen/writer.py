@@ -72,6 +72,12 @@ def check_writable(output_dir: Path) -> None:
         )
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ModelOnexError(f"output folder {output_dir} is not writable", EnumCoreErrorCode.INVALID_INPUT)
+    try:  # permissions do not tell the whole story (root, read-only mounts, /proc): try it
+        os.rmdir(tempfile.mkdtemp(prefix=".omninode-probe.", dir=probe))
+    except OSError as err:
+        raise ModelOnexError(
+            f"output folder {output_dir} is not writable: {err.strerror}", EnumCoreErrorCode.INVALID_INPUT
+        ) from err
 
 
 class Staging:

@@ -9,8 +9,16 @@ from pathlib import Path
 
 from omninode_bridge.codegen.pipeline import GenerationResult
 
+# The command every user knows (it is in the product brief).
+FLAGSHIP = (
+    "Create NodeDistributedLockEffect for PostgreSQL-backed distributed locking with "
+    "acquire/release/extend lock operations, automatic lease expiration, background cleanup task, "
+    "connection pooling integration, metrics and health monitoring"
+)
+
 # (description, expected node type)
 DESCRIPTIONS: list[tuple[str, str]] = [
+    (FLAGSHIP, "effect"),
     ("Store user profiles in PostgreSQL with CRUD operations and TTL", "effect"),
     ("Cache session tokens in Redis with TTL expiry and cleanup", "effect"),
     ("Call the weather REST API to fetch forecasts with retry and circuit breaker", "effect"),

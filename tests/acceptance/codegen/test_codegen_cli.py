@@ -65,6 +65,15 @@ def test_unwritable_output_folder_exits_2(tmp_path: Path, capsys: pytest.Capture
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux /proc")
+def test_output_folder_where_nothing_can_be_created_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """Even as root, whose permission checks always pass, the folder is really tried."""
+    code, _, err = run_main([DESCRIPTION, "--output-dir", "/proc/omninode-generate-test"], capsys)
+    assert code == 2
+    assert "not writable" in err and len(err.strip().splitlines()) == 1
+    assert not Path("/proc/omninode-generate-test").exists()
+
+
 def test_console_script_bad_input_in_a_subprocess(tmp_path: Path) -> None:
     proc = subprocess.run(
         [*CLI, "hello", "--output-dir", str(tmp_path / "x")], capture_output=True, text=True, check=False

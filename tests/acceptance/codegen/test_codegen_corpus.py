@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
-from codegen_helpers import DESCRIPTIONS, Corpus
+import pytest
+import yaml
+from codegen_helpers import DESCRIPTIONS, FLAGSHIP, Corpus, tree
 
 from omninode_bridge.codegen.check import check_paths
 from omninode_bridge.codegen.manifests import KUBERNETES_VERSION, manifest_problems
+from omninode_bridge.codegen.pipeline import GenerateOptions, generate
 from omninode_bridge.codegen.refine import lint_command
+from omninode_bridge.codegen.writer import RECORD_NAME
+from omninode_bridge.core.contract import contract_operations
 
 MIN_ACCURACY = 0.85
 
@@ -66,6 +72,81 @@ def test_generated_code_is_ruff_clean(corpus: Corpus) -> None:
     assert cmd is not None
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout
+    for result in corpus.results:
+        assert result.quality is not None
+        assert result.quality.checks["lint"].score == 1.0, (result.node_name, result.quality.checks["lint"])
+
+
+def test_flagship_prompt_generates_the_lock_node(corpus: Corpus, tmp_path: Path) -> None:
+    """The brief's command, with the full gate: name, folder, operations, score 1.0, passing tests."""
+    result = generate(
+        GenerateOptions(description=FLAGSHIP, node_type="effect", output_dir=tmp_path, publish_event=False)
+    )
+    assert result.success, result.error
+    assert (result.node_name, result.node_type, result.confidence) == (
+        "NodeDistributedLockEffect",
+        "effect",
+        1.0,
+    )
+    node_dir = Path(result.node_dir)
+    assert node_dir == tmp_path / "distributed_lock_effect" / "v1_0_0"
+    contract = yaml.safe_load((node_dir / "contract.yaml").read_text(encoding="utf-8"))
+    assert contract_operations(contract) == ["acquire_lock", "release_lock", "extend_lock", "cleanup_expired"]
+    assert [s["name"] for s in contract["dependencies"]["services"]] == ["postgres"]
+    assert {"lock_ttl_seconds", "pool_max_size", "default_ttl_seconds"} <= set(contract["configuration"])
+    record = json.loads((node_dir / RECORD_NAME).read_text(encoding="utf-8"))
+    assert record["answers"]["features"] == ["ttl", "cleanup", "pooling", "metrics", "health"]
+    assert record["answers"]["entity"] == "lock"
+    assert result.quality is not None
+    assert result.quality.score == 1.0, result.quality.reasons
+    tests = result.quality.checks["tests"]
+    assert (tests.score, tests.skipped) == (1.0, False), tests.detail
+    assert result.quality.coverage is not None and result.quality.coverage >= 80.0
+    unit = (node_dir / "tests" / "test_unit.py").read_text(encoding="utf-8")
+    for name in (
+        "test_acquire_lock_refuses_a_second_owner_until_released",
+        "test_acquire_lock_takes_over_an_expired_lease",
+        "test_release_lock_needs_the_live_lease_and_is_idempotent",
+        "test_extend_lock_renews_a_held_lease_and_fails_once_expired",
+        "test_cleanup_expired_removes_what_expired",
+    ):
+        assert f"def {name}(" in unit
+    # Same prompt without --node-type (the corpus run): byte-identical node.
+    in_corpus = next(r for r in corpus.results if r.node_name == "NodeDistributedLockEffect")
+    assert tree(Path(in_corpus.node_dir)) == tree(node_dir)
+    # Regenerated from its contract: same entity, so the same code.
+    again = generate(
+        GenerateOptions(
+            from_contract=node_dir / "contract.yaml",
+            output_dir=tmp_path / "from-contract",
+            run_tests=False,
+            publish_event=False,
+        )
+    )
+    assert again.success, again.error
+    for rel in ("node.py", "backend.py", "models/enum_distributed_lock_operation.py"):
+        assert (Path(again.node_dir) / rel).read_bytes() == (node_dir / rel).read_bytes(), rel
+
+
+@pytest.mark.parametrize("node_type", ["effect", "compute", "reducer", "orchestrator"])
+def test_long_names_still_give_ruff_clean_code(node_type: str, tmp_path: Path) -> None:
+    name = f"NodeCustomerSubscriptionEntitlementReconciliation{node_type.capitalize()}"
+    description = (
+        "Store customer subscription entitlement records in PostgreSQL with retries and circuit breaker"
+    )
+    result = generate(
+        GenerateOptions(
+            description=description,
+            node_type=node_type,
+            name=name,
+            output_dir=tmp_path,
+            run_tests=False,
+            publish_event=False,
+        )
+    )
+    assert result.success, result.error
+    assert result.quality is not None
+    assert result.quality.checks["lint"].score == 1.0, result.quality.checks["lint"].detail
 
 
 def test_generated_code_is_mypy_strict_clean(corpus: Corpus) -> None:

@@ -97,3 +97,25 @@ def test_built_contracts_validate(node_type: str) -> None:
     contract = build_contract(answers, "1.0.0")
     assert contract["name"] == answers["name"]
     assert contract_operations(contract) == ["run_sample", "get_sample"]
+
+
+def test_lock_contract_configures_leases_pooling_and_records_the_entity() -> None:
+    answers = {
+        "description": "Distributed locks on PostgreSQL with connection pooling.",
+        "name": "NodeDistributedLockEffect",
+        "node_type": "effect",
+        "entity": "lock",
+        "operations": ["acquire_lock", "release_lock", "extend_lock", "cleanup_expired"],
+        "backends": ["postgres"],
+        "features": ["ttl", "cleanup", "pooling", "metrics", "health"],
+        "performance_targets": {"latency_ms_p95": 50.0, "throughput_rps": 1000.0},
+    }
+    contract = build_contract(answers, "1.0.0")
+    config = contract["configuration"]
+    assert config["lock_ttl_seconds"]["default"] == 30.0
+    assert config["pool_max_size"]["default"] == 10
+    assert contract["generation"]["entity"] == "lock"
+    assert contract_operations(contract) == answers["operations"]
+    plain = build_contract({**answers, "operations": ["get_lock"], "features": []}, "1.0.0")
+    assert "lock_ttl_seconds" not in plain["configuration"]
+    assert "pool_max_size" not in plain["configuration"]

@@ -6,6 +6,7 @@ import pytest
 
 from omninode_bridge.codegen.operations import kind_of, operation_specs
 from omninode_bridge.codegen.prompt import check_name, classify, parse_prompt, singular, words
+from omninode_bridge.codegen.render import node_paths
 from omninode_bridge.core import EnumCoreErrorCode, ModelOnexError
 
 
@@ -95,3 +96,81 @@ def test_operation_kinds() -> None:
     assert kind_of("orchestrator", "get_flow_status") == "status"
     spec = operation_specs("effect", ["put_item"], "item")[0]
     assert spec["member"] == "PUT_ITEM" and spec["handler"] == "_handle_put_item" and spec["kind"] == "write"
+
+
+FLAGSHIP = (
+    "Create NodeDistributedLockEffect for PostgreSQL-backed distributed locking with "
+    "acquire/release/extend lock operations, automatic lease expiration, background cleanup task, "
+    "connection pooling integration, metrics and health monitoring"
+)
+
+
+@pytest.mark.parametrize("node_type", [None, "effect"])
+def test_name_written_in_the_description_is_the_name(node_type: str | None) -> None:
+    parsed = parse_prompt(FLAGSHIP, node_type=node_type)
+    assert parsed.name == "NodeDistributedLockEffect"
+    assert (parsed.node_type, parsed.confidence) == ("effect", 1.0)
+    assert node_paths(parsed.to_dict()) == ("distributed_lock_effect", "v1_0_0")
+    assert parsed.entity == "lock"
+    assert parsed.domain == "postgres"
+    assert parsed.operations == ["acquire_lock", "release_lock", "extend_lock", "cleanup_expired"]
+    assert parsed.backends == ["postgres"]
+    assert parsed.features == ["ttl", "cleanup", "pooling", "metrics", "health"]
+    leaked = [v for v in (parsed.entity, parsed.domain, *parsed.operations) if "node" in v or "effect" in v]
+    assert not leaked
+    assert parsed == parse_prompt(FLAGSHIP, node_type=node_type)
+
+
+def test_name_in_the_description_sets_the_type_unless_overridden() -> None:
+    parsed = parse_prompt("Build a NodeOrderTotalsReducer over order events")
+    assert (parsed.name, parsed.node_type, parsed.confidence) == ("NodeOrderTotalsReducer", "reducer", 1.0)
+    overridden = parse_prompt("Build a NodeOrderTotalsReducer over order events", node_type="effect")
+    assert (overridden.name, overridden.node_type) == ("NodeOrderTotalsEffect", "effect")
+    assert overridden.confidence < 1.0
+    assert any("becomes NodeOrderTotalsEffect" in note for note in overridden.notes)
+    explicit = parse_prompt(FLAGSHIP, name="NodeLeaseEffect")
+    assert explicit.name == "NodeLeaseEffect"
+    assert explicit.entity == "lock"
+    assert any("NodeDistributedLockEffect" in note for note in explicit.notes)
+
+
+@pytest.mark.parametrize(
+    ("text", "operations"),
+    [
+        (
+            "Cache service: get, set and delete cache entries in Redis",
+            ["get_cache_entry", "set_cache_entry", "delete_cache_entry"],
+        ),
+        ("Bridge to Kafka that can publish/consume order events", ["publish_order", "consume_order"]),
+        (
+            "Lease manager: acquire, renew or release leases on jobs stored in PostgreSQL",
+            ["acquire_lease", "renew_lease", "release_lease"],
+        ),
+    ],
+)
+def test_listed_verbs_become_one_operation_each_on_their_noun(text: str, operations: list[str]) -> None:
+    assert parse_prompt(text).operations == operations
+
+
+def test_hyphenated_compounds_still_name_backends_and_features() -> None:
+    parsed = parse_prompt("Redis-backed session store with connection pooling")
+    assert parsed.backends == ["redis"]
+    assert parsed.features == ["pooling"]
+    assert parsed.entity == "session"
+
+
+def test_background_cleanup_adds_a_cleanup_operation_for_effects_only() -> None:
+    effect = parse_prompt("Store sessions in Redis with a background cleanup task")
+    assert effect.operations[-1] == "cleanup_expired"
+    assert {"ttl", "cleanup"} <= set(effect.features)
+    reducer = parse_prompt("Aggregate order totals with a background cleanup task")
+    assert "cleanup_expired" not in reducer.operations
+    cache = parse_prompt("Cache session tokens in Redis with TTL expiry and cleanup")
+    assert "cleanup_expired" not in cache.operations  # no background task asked for
+
+
+def test_lock_family_kinds() -> None:
+    lock_ops = ("acquire_lock", "release_lock", "extend_lock", "renew_lease")
+    assert [kind_of("effect", op) for op in lock_ops] == ["acquire", "release", "extend", "extend"]
+    assert kind_of("effect", "cleanup_expired") == "cleanup"
+    assert kind_of("effect", "extend_session") == "update"  # no lock noun: a plain update
