@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 
 import asyncpg
@@ -15,6 +17,7 @@ from omninode_bridge.locks import (
     LockMode,
     LockNotFoundError,
     LockNotHeldError,
+    LockSettings,
     LockTimeoutError,
     LockValidationError,
 )
@@ -309,23 +312,50 @@ async def test_a_lost_notification_is_covered_by_the_slow_recheck(locks: LockCli
     assert time.monotonic() - started <= locks.settings.recheck_interval + 0.5
 
 
-async def test_grants_reach_only_the_waiters_process(dsn: str, settings: object) -> None:
-    """Each listener has its own channel: another client's grant never wakes us."""
+OTHER_PROCESS_WAITER = """
+import asyncio, sys
+from omninode_bridge.locks import LockClient, LockSettings
+async def main():
+    async with LockClient.connect(sys.argv[1], settings=LockSettings(pool_min=1, pool_max=2), cleanup=False) as c:
+        print("waiting", flush=True)
+        lease = await c.acquire("a2", "w2", ttl=30, wait=10)
+        print("granted", lease.token, c._listener.notifications, flush=True)
+asyncio.run(main())
+"""
+
+
+async def test_clients_of_one_process_share_a_listener_and_grants_reach_only_their_process(
+    dsn: str, settings: LockSettings, admin_conn: asyncpg.Connection
+) -> None:
+    """One LISTEN connection per process; each listener has its own channel, so another
+    process's grant never wakes this one."""
     async with (
-        LockClient.connect(dsn, settings=settings, cleanup=False) as one,  # type: ignore[arg-type]
-        LockClient.connect(dsn, settings=settings, cleanup=False) as two,  # type: ignore[arg-type]
+        LockClient.connect(dsn, settings=settings, cleanup=False) as one,
+        LockClient.connect(dsn, settings=settings, cleanup=False) as two,
     ):
-        held = [await one.acquire(n, "h", ttl=30) for n in ("a1", "a2")]
+        held = [await one.acquire(n, "h", ttl=30) for n in ("a1", "a2", "a3")]
         mine = asyncio.create_task(one.acquire("a1", "w1", ttl=30, wait=10))
-        theirs = asyncio.create_task(two.acquire("a2", "w2", ttl=30, wait=10))
+        also_mine = asyncio.create_task(two.acquire("a3", "w3", ttl=30, wait=10))
+        other = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", OTHER_PROCESS_WAITER, dsn, stdout=subprocess.PIPE
+        )
+        assert other.stdout is not None
+        assert (await asyncio.wait_for(other.stdout.readline(), 30)).startswith(b"waiting")
         await asyncio.sleep(0.3)
+        assert one._listener is two._listener
+        listening = await admin_conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+        )
+        assert listening == 2, "one LISTEN connection in this process, one in the other"
         await one.release(held[0])
-        await asyncio.wait_for(mine, 5)
-        await asyncio.sleep(0.1)
-        assert (one._listener.notifications, two._listener.notifications) == (1, 0)
+        await one.release(held[2])
+        await asyncio.wait_for(asyncio.gather(mine, also_mine), 5)
         await one.release(held[1])
-        await asyncio.wait_for(theirs, 5)
-        assert two._listener.notifications == 1
+        line = (await asyncio.wait_for(other.stdout.readline(), 10)).split()
+        assert line[0] == b"granted" and int(line[1]) > held[1].token and line[2] == b"1"
+        await other.wait()
+        await asyncio.sleep(0.1)
+        assert one._listener.notifications == 2, "the other process's grant never reached us"
 
 
 async def test_prune_bounds_tables_and_tokens_keep_growing(

@@ -95,7 +95,7 @@ class LockClient(LockStore):
         super().__init__(pool, settings, retry=retry, breaker=breaker)
         self.owner_id = owner_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._dsn = dsn
-        self._listener = GrantListener(self._listen_connect, channel_for(self.schema), self._relisten)
+        self._listener = GrantListener.shared(dsn, channel_for(self.schema), self._q["refresh_listener"])
         self._cleanup_task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -160,7 +160,7 @@ class LockClient(LockStore):
             self._cleanup_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._cleanup_task
-        await self._listener.close()
+        await self._listener.release()
         await self.pool.close()
 
     async def __aenter__(self) -> LockClient:
@@ -168,16 +168,6 @@ class LockClient(LockStore):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-    # -- plumbing -----------------------------------------------------------------
-
-    async def _listen_connect(self) -> asyncpg.Connection:
-        conn: asyncpg.Connection = await asyncpg.connect(self._dsn)
-        return conn
-
-    async def _relisten(self, pid: int, lease_ids: list[str]) -> None:
-        if lease_ids:
-            await self._call("refresh_listener", pid, [uuid.UUID(i) for i in lease_ids], fetch="execute")
 
     # -- acquire ------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""One LISTEN connection per client, shared by all its waiters.
+"""One LISTEN connection per process (per event loop, DSN and schema), shared by all
+the waiters of every client there.
 
 The database grants queued waiters itself (in FIFO order, inside the release or
 expiry transaction) and announces each grant, with the lease as JSON, on the channel
@@ -14,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Awaitable, Callable
+import uuid
+import weakref
 from typing import Any
 
 import asyncpg
@@ -33,25 +35,48 @@ class WaitSlot:
 
 
 class GrantListener:
-    """Owns the LISTEN connection and the table of local waiters."""
+    """Owns the LISTEN connection and the table of local waiters.
 
-    def __init__(
-        self,
-        connect: Callable[[], Awaitable[asyncpg.Connection]],
-        channel: str,
-        on_reconnect: Callable[[int, list[str]], Awaitable[None]],
-    ) -> None:
-        self._connect = connect
+    Get one with :meth:`shared` and give it back with :meth:`release`; the last
+    release closes the connection.
+    """
+
+    _registry: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], GrantListener]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, dsn: str, channel: str, refresh_sql: str) -> None:
+        self._dsn = dsn
         self._channel = channel
-        self._on_reconnect = on_reconnect
+        self._refresh_sql = refresh_sql
         self._conn: asyncpg.Connection | None = None
         self._slots: dict[str, WaitSlot] = {}
         self._lock = asyncio.Lock()
         self._reconnect_task: asyncio.Task[None] | None = None
         self._closed = False
+        self._users = 0
         self.pid: int | None = None
         self.channel: str | None = None
         self.notifications = 0
+
+    @classmethod
+    def shared(cls, dsn: str, channel: str, refresh_sql: str) -> GrantListener:
+        """The listener of this event loop for ``dsn`` and ``channel`` (created on first use)."""
+        per_loop = cls._registry.setdefault(asyncio.get_running_loop(), {})
+        listener = per_loop.get((dsn, channel))
+        if listener is None or listener._closed:
+            listener = per_loop[(dsn, channel)] = cls(dsn, channel, refresh_sql)
+        listener._users += 1
+        return listener
+
+    async def release(self) -> None:
+        """One user fewer; the last one closes the connection."""
+        self._users -= 1
+        if self._users <= 0:
+            per_loop = self._registry.get(asyncio.get_running_loop(), {})
+            if per_loop.get((self._dsn, self._channel)) is self:
+                del per_loop[(self._dsn, self._channel)]
+            await self.close()
 
     async def ensure_started(self) -> int:
         """Connect and LISTEN if not yet done; return the listening backend's pid."""
@@ -62,7 +87,7 @@ class GrantListener:
             return self.pid
 
     async def _open(self) -> None:
-        conn = await self._connect()
+        conn: asyncpg.Connection = await asyncpg.connect(self._dsn)
         pid = conn.get_server_pid()
         # Grants are addressed to the waiter's listening backend: one channel per
         # listener, so a process never wakes for another process's grants.
@@ -108,8 +133,9 @@ class GrantListener:
         while not self._closed:
             try:
                 await self.ensure_started()
-                assert self.pid is not None
-                await self._on_reconnect(self.pid, list(self._slots))
+                assert self._conn is not None
+                if self._slots:  # our waiters now listen on the new backend's channel
+                    await self._conn.execute(self._refresh_sql, self.pid, [uuid.UUID(i) for i in self._slots])
                 break
             except Exception as err:  # keep trying; waiters re-check on their own meanwhile
                 emit_log_event(LogLevel.WARNING, "listener reconnect failed", {"error": type(err).__name__})
