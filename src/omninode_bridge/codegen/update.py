@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -19,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import click
+from merge3 import Merge3
 
 from omninode_bridge.codegen.contract_builder import contract_hash
 from omninode_bridge.codegen.pipeline import render_node
 from omninode_bridge.codegen.refine import refine
 from omninode_bridge.codegen.render import Renderer, node_paths
 from omninode_bridge.codegen.writer import RECORD_NAME, Staging, make_record, read_record
-from omninode_bridge.core import EnumCoreErrorCode, ModelOnexError
+from omninode_bridge.core import ModelOnexError
 
 
 @dataclass
@@ -44,25 +44,10 @@ class UpdateResult:
 
 
 def merge3(ours: str, base: str, theirs: str) -> tuple[str, bool]:
-    """3-way merge with ``git merge-file -p``; returns (text, conflicted)."""
-    git = shutil.which("git")
-    if git is None:
-        raise ModelOnexError(
-            "update needs git (git merge-file) on PATH", EnumCoreErrorCode.DEPENDENCY_UNAVAILABLE
-        )
-    with tempfile.TemporaryDirectory(prefix="omninode-merge-") as tmp:
-        paths = []
-        for label, text in (("ours", ours), ("base", base), ("theirs", theirs)):
-            path = Path(tmp) / label
-            path.write_text(text, encoding="utf-8")
-            paths.append(str(path))
-        cmd = [git, "merge-file", "-p", "-L", "yours", "-L", "base", "-L", "template", *paths]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode < 0 or proc.returncode > 127:
-        raise ModelOnexError(
-            f"git merge-file failed: {proc.stderr.strip()}", EnumCoreErrorCode.OPERATION_FAILED
-        )
-    return proc.stdout, proc.returncode != 0
+    """3-way merge of one file (PyPI ``merge3``, no git needed); returns (text, conflicted)."""
+    merge = Merge3(base.splitlines(True), ours.splitlines(True), theirs.splitlines(True))
+    text = "".join(merge.merge_lines(name_a="yours", name_b="template"))
+    return text, any(region[0] == "conflict" for region in merge.merge_regions())
 
 
 def _render_theirs(answers: dict[str, Any], renderer: Renderer) -> tuple[dict[str, str], dict[str, Any]]:
