@@ -155,3 +155,39 @@ async def test_demo_invariant_check_catches_a_stale_writer(dsn: str, locks: Lock
     problems = [str(e["problem"]) for e in events]
     assert any("2 exclusive holders" in p for p in problems)
     assert any("rejected as stale" in p for p in problems)
+
+
+def _postmaster_running(data_dir: Path) -> bool:
+    pid_file = data_dir / "postmaster.pid"
+    if not pid_file.exists():
+        return False
+    pid = int(pid_file.read_text().split()[0])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_no_database_configured_starts_reuses_and_stops_an_embedded_server(tmp_path: Path) -> None:
+    """What a new user's first command does on a bare machine."""
+    data_dir = tmp_path / "pgdata"
+    env = {**_env(), "OMNINODE_DATA_DIR": str(data_dir)}
+
+    async def run(*args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            CLI, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode() + err.decode()
+
+    code, text = await run("migrate")
+    assert code == 0, text
+    assert "applied migrations 0001" in text, text
+    assert (data_dir / "PG_VERSION").exists(), "the data lives under the configured folder"
+    assert not _postmaster_running(data_dir), "the server stops when the command exits"
+    code, text = await run("migrate")  # the same data folder is reused: nothing to apply
+    assert code == 0, text
+    assert "up to date" in text.lower(), text
+    assert not _postmaster_running(data_dir)
