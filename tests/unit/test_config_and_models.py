@@ -46,6 +46,7 @@ def test_settings_from_file_with_env_precedence(tmp_path: Path) -> None:
         {"OMNINODE_POOL_MAX": "many"},
         {"OMNINODE_LOCK_SCHEMA": "Robert'); DROP"},
         {"OMNINODE_DEFAULT_TTL": "0"},
+        {"OMNINODE_EVENT_RETENTION": "10"},
     ],
 )
 def test_bad_settings_are_rejected(env: dict[str, str]) -> None:
