@@ -22,6 +22,7 @@ from omninode_bridge.codegen.lexicon import (
     TYPE_KEYWORDS,
     VERBS,
 )
+from omninode_bridge.codegen.operations import kind_of
 from omninode_bridge.core import EnumCoreErrorCode, ModelOnexError
 
 NODE_TYPES = ("effect", "compute", "reducer", "orchestrator")
@@ -147,6 +148,29 @@ def _entity_words(tokens: list[str]) -> list[str]:
     return []
 
 
+def _without_examples(tokens: list[str]) -> tuple[list[str], list[str]]:
+    """``tokens`` without "such as" example lists, and the noun of an "of"/"for" after one.
+
+    "statistics such as mean, min and max of sensor readings" is about sensor readings:
+    the listed examples are dropped, and the object after "of"/"for" that follows them
+    (``["sensor", "reading"]``) is preferred as the entity.
+    """
+    out: list[str] = []
+    preferred: list[str] = []
+    i = 0
+    while i < len(tokens):
+        if tokens[i] == "such" and i + 1 < len(tokens) and tokens[i + 1] == "as":
+            i += 2
+            while i < len(tokens) and (tokens[i] not in STOPWORDS or tokens[i] in _LIST_SEPARATORS):
+                i += 1
+            if not preferred and i < len(tokens) and tokens[i] in ("of", "for"):
+                preferred = _noun_after(tokens, i + 1)
+            continue
+        out.append(tokens[i])
+        i += 1
+    return out, preferred
+
+
 def _noun_after(tokens: list[str], start: int) -> list[str]:
     """The noun phrase (one or two content words) at ``tokens[start]``, singularised.
 
@@ -222,8 +246,25 @@ def _operations(
     }.get(node_type, [])
     if node_type == "orchestrator" and not any(op.startswith("run_") for op in ops):
         ops.insert(0, f"run_{entity}")
-    ops = _ordered_unique([*ops[:6], *extras])
+    ops = _ordered_unique([*_without_synonyms(node_type, ops)[:6], *extras])
     return ops
+
+
+def _without_synonyms(node_type: str, ops: list[str]) -> list[str]:
+    """``ops`` keeping the first of operations with the same kind on the same noun.
+
+    "Create and store orders" gives ``create_order`` and ``store_order``, both writes of
+    an order: one operation, ``create_order``, is enough.
+    """
+    seen: set[tuple[str, str]] = set()
+    out: list[str] = []
+    for op in ops:
+        verb, _, noun = op.partition("_")
+        key = (kind_of(node_type, op), noun.removesuffix("s") if verb == "list" else noun)
+        if key not in seen:
+            seen.add(key)
+            out.append(op)
+    return out
 
 
 DEFAULT_VERBS: dict[str, tuple[str, ...]] = {
@@ -318,7 +359,8 @@ def parse_prompt(description: str, node_type: str | None = None, name: str | Non
     if chosen != guessed:
         notes.append(f"node type {chosen} given explicitly; the description suggests {guessed}")
     lists = verb_lists(rest)
-    entity_words = _entity_words(plain) or ["item"]
+    content, preferred = _without_examples(plain)
+    entity_words = preferred or _entity_words(content) or ["item"]
     # The noun of the first verb list is what the operations act on; else the first noun.
     noun = lists[0][1] if lists else "_".join(entity_words)
     final_name = name or f"Node{camel(noun)}{SUFFIX[chosen]}"

@@ -150,6 +150,22 @@ def _sample(node_type: str, op: dict[str, Any]) -> dict[str, Any]:
     return {**base, "workflow_id": "wf-sample"}
 
 
+# Which backend methods each effect kind needs: a family's methods are generated
+# (protocol, in-memory backend, test doubles, tests) only when one of its kinds is used.
+BACKEND_FAMILIES: dict[str, tuple[str, ...]] = {
+    "store": ("write", "read", "update", "delete", "list", "cleanup"),
+    "queue": ("send", "consume"),
+    "lock": LOCK_KINDS,
+}
+
+
+def backend_families(node_type: str, kinds: set[str]) -> list[str]:
+    """The backend families (``store``, ``queue``, ``lock``) an effect's operation kinds use."""
+    if node_type != "effect":
+        return []
+    return [family for family, members in BACKEND_FAMILIES.items() if kinds.intersection(members)]
+
+
 FAILING_KINDS = {
     "effect": ("read", "update", "delete", "consume", "release", "extend"),
     "compute": ("statistics",),
@@ -221,6 +237,7 @@ def build_context(answers: dict[str, Any], contract: dict[str, Any], template_ve
         "description_wrapped": textwrap.fill(_docstring_safe(answers["description"]), 88),
         "ops": ops,
         "kinds": sorted({o["kind"] for o in ops}),
+        "families": backend_families(node_type, {o["kind"] for o in ops}),
         "keyed_ops": keyed,
         "required_fields": required if node_type == "effect" else {},
         "lock_kinds": sorted(lock_ops) if node_type == "effect" else [],

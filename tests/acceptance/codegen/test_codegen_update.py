@@ -35,9 +35,9 @@ def node_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def new_templates(tmp_path: Path) -> Path:
-    """The packaged templates plus a change: version 1.3.0, new docstring, README line."""
+    """The packaged templates plus a change: version 1.4.0, new docstring, README line."""
     templates = copy_templates(tmp_path / "templates-1.2")
-    (templates / "meta.json").write_text('{"template_version": "1.3.0"}\n', encoding="utf-8")
+    (templates / "meta.json").write_text('{"template_version": "1.4.0"}\n', encoding="utf-8")
     base = templates / "_node_base.py.j2"
     base.write_text(base.read_text(encoding="utf-8").replace(OLD_DOC, NEW_DOC), encoding="utf-8")
     readme = templates / "README.md.j2"
@@ -77,7 +77,7 @@ def test_update_keeps_hand_edits_and_merges_template_change(
     assert NEW_DOC in merged and OLD_DOC not in merged
     assert "Updated by template 1.2." in (node_dir / "README.md").read_text(encoding="utf-8")
     record = json.loads((node_dir / ".omninode-generate.json").read_text(encoding="utf-8"))
-    assert record["template_version"] == "1.3.0"
+    assert record["template_version"] == "1.4.0"
     compile(merged, "node.py", "exec")
     again = update_node(node_dir, new_templates)
     assert again.applied and not again.conflicts

@@ -174,3 +174,44 @@ def test_lock_family_kinds() -> None:
     assert [kind_of("effect", op) for op in lock_ops] == ["acquire", "release", "extend", "extend"]
     assert kind_of("effect", "cleanup_expired") == "cleanup"
     assert kind_of("effect", "extend_session") == "update"  # no lock noun: a plain update
+
+
+def test_examples_after_such_as_are_not_the_entity() -> None:
+    """The object after "of"/"for" names the node, not the examples listed after "such as"."""
+    parsed = parse_prompt("Calculate statistics such as mean, min and max of sensor readings")
+    assert (parsed.name, parsed.entity, parsed.node_type) == (
+        "NodeSensorReadingCompute",
+        "sensor_reading",
+        "compute",
+    )
+    assert parsed.operations == ["calculate_sensor_reading"]
+    examples_only = parse_prompt("Cache objects such as users and orders in Redis")
+    assert examples_only.name == "NodeObjectEffect"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Create and store orders in PostgreSQL", ["create_order"]),
+        ("Publish and send notifications over HTTP", ["publish_notification"]),
+        (
+            "Store user profiles in PostgreSQL with CRUD operations",
+            [
+                "create_user_profile",
+                "get_user_profile",
+                "update_user_profile",
+                "delete_user_profile",
+                "list_user_profiles",
+            ],
+        ),
+        ("Upload invoices to S3 and download them", ["upload_invoice", "download_invoice"]),
+    ],
+)
+def test_synonym_operations_are_deduplicated(text: str, expected: list[str]) -> None:
+    """Operations with the same kind on the same noun mean the same thing: keep the first."""
+    parsed = parse_prompt(text)
+    assert parsed.operations == expected
+    kinds = [
+        (kind_of(parsed.node_type, op), op.split("_", 1)[1].removesuffix("s")) for op in parsed.operations
+    ]
+    assert len(kinds) == len(set(kinds))
