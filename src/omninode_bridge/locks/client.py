@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Unpack
 
 import asyncpg
 
@@ -42,7 +42,7 @@ from omninode_bridge.locks.models import (
 from omninode_bridge.locks.pool import open_pool
 from omninode_bridge.locks.queries import channel_for
 from omninode_bridge.locks.renew import LeaseKeeper
-from omninode_bridge.locks.request import AcquireRequest
+from omninode_bridge.locks.request import AcquireOptions, AcquireRequest
 from omninode_bridge.locks.results import (
     acquire_error,
     acquire_outcome,
@@ -172,27 +172,19 @@ class LockClient(LockStore):
     # -- acquire ------------------------------------------------------------------
 
     def request(
-        self,
-        name: str,
-        owner_id: str | None = None,
-        *,
-        mode: LockMode | str = LockMode.EXCLUSIVE,
-        ttl: float | None = None,
-        wait: float = 0.0,
-        permits: int | None = None,
-        reentrant: bool = False,
-        metadata: dict[str, Any] | None = None,
+        self, name: str, owner_id: str | None = None, **options: Unpack[AcquireOptions]
     ) -> AcquireRequest:
         """Validate an acquire request (raises ``VALIDATION_ERROR`` before any I/O)."""
+        ttl = options.get("ttl")
         return AcquireRequest(
             name=check_name(name),
             owner_id=check_name(owner_id or self.owner_id, "owner_id"),
-            mode=check_mode(mode),
+            mode=check_mode(options.get("mode", LockMode.EXCLUSIVE)),
             ttl=check_ttl(self.settings.default_ttl if ttl is None else ttl),
-            wait=check_wait(wait),
-            permits=check_permits(permits),
-            reentrant=bool(reentrant),
-            metadata=check_metadata(metadata),
+            wait=check_wait(options.get("wait", 0.0)),
+            permits=check_permits(options.get("permits")),
+            reentrant=bool(options.get("reentrant", False)),
+            metadata=check_metadata(options.get("metadata")),
         )
 
     async def acquire(
@@ -200,29 +192,17 @@ class LockClient(LockStore):
         name: str,
         owner_id: str | None = None,
         *,
-        mode: LockMode | str = LockMode.EXCLUSIVE,
-        ttl: float | None = None,
-        wait: float = 0.0,
-        permits: int | None = None,
-        reentrant: bool = False,
-        metadata: dict[str, Any] | None = None,
         conn: asyncpg.Connection | None = None,
+        **options: Unpack[AcquireOptions],
     ) -> Lease:
-        """Acquire ``name``. ``wait=0`` tries once; ``wait=T`` queues FIFO for up to T s.
+        """Acquire ``name``. Options: ``mode`` ("exclusive" | "shared"), ``ttl`` (s),
+        ``wait`` (0 tries once; T queues FIFO for up to T s), ``permits`` (semaphore
+        size), ``reentrant``, ``metadata`` (JSON object, <= 4 KiB).
 
         With ``conn`` the lease is taken inside the caller's transaction and commits or
         rolls back with it (try-lock only: a queue entry would be invisible until commit).
         """
-        req = self.request(
-            name,
-            owner_id,
-            mode=mode,
-            ttl=ttl,
-            wait=wait,
-            permits=permits,
-            reentrant=reentrant,
-            metadata=metadata,
-        )
+        req = self.request(name, owner_id, **options)
         try:
             if conn is not None:
                 if req.wait > 0:

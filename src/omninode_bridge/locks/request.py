@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from omninode_bridge.locks.models import LockMode
 
@@ -23,6 +23,17 @@ class EngineStats:
 
     def count_acquire(self, result: str) -> None:
         self.acquires[result] = self.acquires.get(result, 0) + 1
+
+
+class AcquireOptions(TypedDict, total=False):
+    """Keyword options of an acquire (all optional; see ``LockClient.acquire``)."""
+
+    mode: LockMode | str
+    ttl: float | None
+    wait: float
+    permits: int | None
+    reentrant: bool
+    metadata: dict[str, Any] | None
 
 
 @dataclass(frozen=True)

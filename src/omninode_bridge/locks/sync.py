@@ -15,12 +15,13 @@ import time
 import uuid
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from omninode_bridge.locks.client import LockClient
 from omninode_bridge.locks.errors import LockValidationError, StaleTokenError
 from omninode_bridge.locks.models import Lease, LockInfo, LockSummary, check_name
 from omninode_bridge.locks.renew import LeaseKeeper
+from omninode_bridge.locks.request import AcquireOptions
 from omninode_bridge.locks.results import acquire_outcome, lease_outcome, parse_lease_id
 
 T = TypeVar("T")
@@ -100,7 +101,9 @@ class SyncLockClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def acquire(self, name: str, owner_id: str | None = None, *, conn: Any = None, **options: Any) -> Lease:
+    def acquire(
+        self, name: str, owner_id: str | None = None, *, conn: Any = None, **options: Unpack[AcquireOptions]
+    ) -> Lease:
         """Acquire; with ``conn`` (a psycopg connection) inside the caller's transaction."""
         if conn is None:
             return self._run(self.client.acquire(name, owner_id, **options))
