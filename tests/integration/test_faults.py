@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
@@ -121,11 +122,11 @@ async def test_listener_reconnects_and_waiters_still_get_the_lock(
     holder = await locks.acquire("L", "a", ttl=30)
     waiting = asyncio.create_task(locks.acquire("L", "b", ttl=30, wait=10))
     await asyncio.sleep(0.2)
-    pid = locks._listener.pid
+    pid = locks.listener.pid
     assert pid is not None
     await admin_conn.execute("SELECT pg_terminate_backend($1)", pid)
     await asyncio.sleep(0.3)
-    assert locks._listener.pid != pid
+    assert locks.listener.pid != pid
     await locks.release(holder)
     lease = await asyncio.wait_for(waiting, 5)
     assert lease.owner_id == "b"
@@ -223,14 +224,31 @@ async def test_outage_opens_the_breaker_then_recovers(dsn: str, settings: LockSe
 
 
 async def test_two_readers_upgrading_to_writer_deadlock(locks: LockClient) -> None:
+    """An owner that holds a shared lease and asks for the same lock exclusively waits
+    for itself: that can never succeed, so it is reported at once, not after the wait."""
     await locks.acquire("doc", "A", mode="shared", ttl=30)
     await locks.acquire("doc", "B", mode="shared", ttl=30)
-    a_upgrades = asyncio.create_task(locks.acquire("doc", "A", ttl=30, wait=20))
+    for owner in ("A", "B"):
+        started = time.monotonic()
+        with pytest.raises(DeadlockDetectedError) as info:
+            await locks.acquire("doc", owner, ttl=30, wait=20)
+        assert info.value.details["cycle"] == [owner, owner]
+        assert time.monotonic() - started < 1.0
+
+
+async def test_a_reader_behind_another_upgrade_is_a_cycle(locks: LockClient) -> None:
+    """B waits for an exclusive lock behind A's queued request, while A waits for a
+    lock B holds: the cycle is closed by the second request and reported there."""
+    await locks.acquire("x", "A", ttl=30)
+    await locks.acquire("y", "B", ttl=30)
+    a_waits = asyncio.create_task(locks.acquire("y", "A", ttl=30, wait=20))
     await asyncio.sleep(0.1)
     with pytest.raises(DeadlockDetectedError) as info:
-        await locks.acquire("doc", "B", ttl=30, wait=20)
+        await locks.acquire("x", "B", ttl=30, wait=20)
     assert info.value.details["cycle"] == ["B", "A", "B"]
-    a_upgrades.cancel()
+    a_waits.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await a_waits
 
 
 async def test_semaphore_waits_are_not_deadlock_edges(locks: LockClient) -> None:

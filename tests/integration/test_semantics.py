@@ -287,12 +287,12 @@ async def test_waiters_share_one_listen_connection_and_only_grantees_wake(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'"
     )
     assert listening == 1
-    before = locks._listener.notifications
+    before = locks.listener.notifications
     await locks.release(holder)
     first = await asyncio.wait_for(asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED), 5)
     await asyncio.sleep(0.2)
     assert len(first[0]) == 1 and sum(t.done() for t in waiters) == 1
-    assert locks._listener.notifications - before == 1, "one release, one grant, one notification"
+    assert locks.listener.notifications - before == 1, "one release, one grant, one notification"
     for t in waiters:
         t.cancel()
     await asyncio.gather(*waiters, return_exceptions=True)
@@ -302,9 +302,9 @@ async def test_a_lost_notification_is_covered_by_the_slow_recheck(locks: LockCli
     holder = await locks.acquire("lost", "h", ttl=30)
     waiting = asyncio.create_task(locks.acquire("lost", "w", ttl=30, wait=10))
     await asyncio.sleep(0.2)
-    conn = locks._listener._conn
+    conn = locks.listener._conn
     assert conn is not None
-    await conn.remove_listener(locks._listener.channel or "", locks._listener._on_notify)  # deaf
+    await conn.remove_listener(locks.listener.channel or "", locks.listener._on_notify)  # deaf
     started = time.monotonic()
     await locks.release(holder)
     lease = await asyncio.wait_for(waiting, 5)
@@ -319,7 +319,7 @@ async def main():
     async with LockClient.connect(sys.argv[1], settings=LockSettings(pool_min=1, pool_max=2), cleanup=False) as c:
         print("waiting", flush=True)
         lease = await c.acquire("a2", "w2", ttl=30, wait=10)
-        print("granted", lease.token, c._listener.notifications, flush=True)
+        print("granted", lease.token, c.listener.notifications, flush=True)
 asyncio.run(main())
 """
 
@@ -342,7 +342,7 @@ async def test_clients_of_one_process_share_a_listener_and_grants_reach_only_the
         assert other.stdout is not None
         assert (await asyncio.wait_for(other.stdout.readline(), 30)).startswith(b"waiting")
         await asyncio.sleep(0.3)
-        assert one._listener is two._listener
+        assert one.listener is two.listener
         listening = await admin_conn.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'"
         )
@@ -355,7 +355,7 @@ async def test_clients_of_one_process_share_a_listener_and_grants_reach_only_the
         assert line[0] == b"granted" and int(line[1]) > held[1].token and line[2] == b"1"
         await other.wait()
         await asyncio.sleep(0.1)
-        assert one._listener.notifications == 2, "the other process's grant never reached us"
+        assert one.listener.notifications == 2, "the other process's grant never reached us"
 
 
 async def test_prune_bounds_tables_and_tokens_keep_growing(

@@ -9,25 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import secrets
 import socket
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from contextlib import asynccontextmanager
-from typing import Any, Unpack
+from typing import Any, Literal, Unpack, overload
 
 import asyncpg
 
 from omninode_bridge.core.logging import LogLevel, emit_log_event
 from omninode_bridge.locks.config import LockSettings
 from omninode_bridge.locks.errors import (
+    LockDatabaseError,
     LockError,
+    LockHeldByOtherError,
     LockTimeoutError,
     LockValidationError,
 )
-from omninode_bridge.locks.listener import GrantListener, WaitSlot
+from omninode_bridge.locks.listener import GrantListener
 from omninode_bridge.locks.migrate import migrate
 from omninode_bridge.locks.models import (
     Lease,
@@ -38,13 +42,13 @@ from omninode_bridge.locks.models import (
     check_permits,
     check_ttl,
     check_wait,
+    encode_metadata,
 )
 from omninode_bridge.locks.pool import open_pool
 from omninode_bridge.locks.queries import channel_for
 from omninode_bridge.locks.renew import LeaseKeeper
-from omninode_bridge.locks.request import AcquireOptions, AcquireRequest
+from omninode_bridge.locks.request import AcquireOptions, AcquireRequest, check_options
 from omninode_bridge.locks.results import (
-    acquire_error,
     acquire_outcome,
     lease_outcome,
     parse_lease_id,
@@ -52,8 +56,9 @@ from omninode_bridge.locks.results import (
 from omninode_bridge.locks.retry import CircuitBreaker, RetryPolicy
 from omninode_bridge.locks.store import LockStore
 
-GRANT_DELIVERY_MARGIN = 0.05
 PRUNE_INTERVAL = 60.0
+SETTLE_TIMEOUT = 5.0  # how long a cancelled call waits for its statement's outcome
+ABANDON_RETRY_FOR = 60.0  # how long a failed queue exit keeps being retried
 
 
 class _Connecting:
@@ -79,7 +84,13 @@ class LockClient(LockStore):
     """Distributed locks on PostgreSQL: exclusive, shared and semaphore; see SPEC §1.
 
     Acquire, release, extend and the ``lock()`` context manager live here; queries,
-    admin operations and the retrying statement runner come from :class:`LockStore`.
+    admin operations and the retrying statement runner come from :class:`LockStore`;
+    waiting in a queue from :mod:`~omninode_bridge.locks.waiting`.
+
+    Owner identity: without an explicit ``owner_id`` (per call, or for the whole
+    client at :meth:`connect`), every asyncio task gets its own owner id
+    (``host:pid:client:task-n``), so concurrent tasks of one client are distinct owners
+    to deadlock detection and reentrancy, as they are in reality.
     """
 
     def __init__(
@@ -94,8 +105,14 @@ class LockClient(LockStore):
     ) -> None:
         super().__init__(pool, settings, retry=retry, breaker=breaker)
         self.owner_id = owner_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._fixed_owner = owner_id is not None
+        self._task_owner: weakref.WeakKeyDictionary[asyncio.Task[Any], str] = weakref.WeakKeyDictionary()
+        self._task_numbers = itertools.count(1)
         self._dsn = dsn
-        self._listener = GrantListener.shared(dsn, channel_for(self.schema), self._q["refresh_listener"])
+        self.listener = GrantListener.shared(
+            dsn, channel_for(self.schema), self.queries, settings.recheck_interval
+        )
+        self._background: set[asyncio.Task[None]] = set()
         self._cleanup_task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -113,7 +130,12 @@ class LockClient(LockStore):
         retry: RetryPolicy | None = None,
         breaker: CircuitBreaker | None = None,
     ) -> _Connecting:
-        """Open a client. With no DSN configured anywhere, an embedded PostgreSQL starts."""
+        """Open a client. With no DSN configured anywhere, an embedded PostgreSQL starts.
+
+        ``run_migrations`` (default on) creates or upgrades the lock schema (six tables
+        in ``settings.schema``) under an advisory lock; turn it off where the schema is
+        managed by ``omninode-lock migrate``.
+        """
 
         async def opener() -> LockClient:
             cfg = settings or LockSettings.load()
@@ -123,8 +145,7 @@ class LockClient(LockStore):
             client = cls(pool, cfg, dsn=real_dsn, owner_id=owner_id, retry=retry, breaker=breaker)
             try:
                 if run_migrations:
-                    async with pool.acquire() as conn:
-                        await migrate(conn, cfg.schema)  # type: ignore[arg-type]
+                    await client._migrate()
                 if cleanup:
                     client.start_cleanup()
             except BaseException:
@@ -133,6 +154,17 @@ class LockClient(LockStore):
             return client
 
         return _Connecting(opener)
+
+    async def _migrate(self) -> None:
+        try:
+            async with self.pool.acquire() as conn:
+                await migrate(conn, self.schema)  # type: ignore[arg-type]
+        except LockError:
+            raise
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+            raise LockDatabaseError(
+                f"migrating schema {self.schema} failed: {type(err).__name__}: {err}", schema=self.schema
+            ) from err
 
     def start_cleanup(self) -> None:
         """Run :meth:`cleanup_expired` every ``cleanup_interval`` seconds in the background."""
@@ -156,11 +188,12 @@ class LockClient(LockStore):
         if self._closed:
             return
         self._closed = True
-        if self._cleanup_task is not None:
-            self._cleanup_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._cleanup_task
-        await self._listener.release()
+        for task in [self._cleanup_task, *self._background]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self.listener.release()
         await self.pool.close()
 
     async def __aenter__(self) -> LockClient:
@@ -169,49 +202,107 @@ class LockClient(LockStore):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    # -- acquire ------------------------------------------------------------------
+    def spawn(self, coro: Awaitable[None]) -> None:
+        """Run ``coro`` in the background until it ends or the client closes."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- owners and requests ------------------------------------------------------
+
+    def default_owner_id(self) -> str:
+        """The owner id used when a call names none: distinct per asyncio task."""
+        if self._fixed_owner:
+            return self.owner_id
+        task = asyncio.current_task()
+        if task is None:
+            return self.owner_id
+        owner = self._task_owner.get(task)
+        if owner is None:
+            owner = self._task_owner[task] = f"{self.owner_id}:task-{next(self._task_numbers)}"
+        return owner
 
     def request(
         self, name: str, owner_id: str | None = None, **options: Unpack[AcquireOptions]
     ) -> AcquireRequest:
-        """Validate an acquire request (raises ``VALIDATION_ERROR`` before any I/O)."""
+        """Validate an acquire request (raises ``VALIDATION_ERROR`` before any I/O, and
+        ``TypeError`` for an unknown option)."""
+        check_options(options)
         ttl = options.get("ttl")
+        lease_id = options.get("lease_id")
         return AcquireRequest(
             name=check_name(name),
-            owner_id=check_name(owner_id or self.owner_id, "owner_id"),
+            owner_id=check_name(owner_id or self.default_owner_id(), "owner_id"),
             mode=check_mode(options.get("mode", LockMode.EXCLUSIVE)),
             ttl=check_ttl(self.settings.default_ttl if ttl is None else ttl),
             wait=check_wait(options.get("wait", 0.0)),
             permits=check_permits(options.get("permits")),
             reentrant=bool(options.get("reentrant", False)),
-            metadata=check_metadata(options.get("metadata")),
+            metadata_json=encode_metadata(check_metadata(options.get("metadata"))),
+            lease_id=uuid.uuid4() if lease_id is None else parse_lease_id(lease_id),
         )
+
+    # -- acquire ------------------------------------------------------------------
+
+    @overload
+    async def acquire(
+        self,
+        name: str,
+        owner_id: str | None = None,
+        *,
+        blocking: Literal[True] = True,
+        conn: asyncpg.Connection | None = None,
+        **options: Unpack[AcquireOptions],
+    ) -> Lease: ...
+
+    @overload
+    async def acquire(
+        self,
+        name: str,
+        owner_id: str | None = None,
+        *,
+        blocking: Literal[False],
+        conn: asyncpg.Connection | None = None,
+        **options: Unpack[AcquireOptions],
+    ) -> Lease | None: ...
 
     async def acquire(
         self,
         name: str,
         owner_id: str | None = None,
         *,
+        blocking: bool = True,
         conn: asyncpg.Connection | None = None,
         **options: Unpack[AcquireOptions],
-    ) -> Lease:
+    ) -> Lease | None:
         """Acquire ``name``. Options: ``mode`` ("exclusive" | "shared"), ``ttl`` (s),
         ``wait`` (0 tries once; T queues FIFO for up to T s), ``permits`` (semaphore
-        size), ``reentrant``, ``metadata`` (JSON object, <= 4 KiB).
+        size), ``reentrant``, ``metadata`` (JSON object, <= 4 KiB), ``lease_id`` (your
+        own UUID, so that a retried request finds its own earlier effect).
 
-        With ``conn`` the lease is taken inside the caller's transaction and commits or
-        rolls back with it (try-lock only: a queue entry would be invisible until commit).
+        ``blocking=False`` returns ``None`` instead of raising when the lock is busy (or
+        the wait ran out), as redis-py does. With ``conn`` the lease is taken inside the
+        caller's transaction and commits or rolls back with it (try-lock only).
         """
         req = self.request(name, owner_id, **options)
         try:
             if conn is not None:
                 if req.wait > 0:
                     raise LockValidationError("wait must be 0 inside the caller's transaction", field="wait")
-                lease = await self._try_now(req, lambda q, *a: conn.fetchrow(self._q[q], *a))
+                sent = time.monotonic()
+                row: Any = await conn.fetchrow(self.queries["acquire_in_txn"], *req.txn_args())
+                lease = acquire_outcome(row, req.name, sent)
             elif req.wait == 0:
-                lease = await self._try_now(req, self._call)
+                lease = await self._try_now(req)
             else:
-                lease = await self._acquire_waiting(req)
+                from omninode_bridge.locks.waiting import wait_in_queue
+
+                lease = await wait_in_queue(self, req)
+        except (LockHeldByOtherError, LockTimeoutError) as err:
+            self.stats.count_acquire(err.code.lower())
+            if not blocking:
+                return None
+            raise
         except Exception as err:
             self.stats.count_acquire(getattr(err, "code", "error").lower())
             if getattr(err, "code", "") == "DEADLOCK_DETECTED":
@@ -220,92 +311,58 @@ class LockClient(LockStore):
         self.stats.count_acquire("granted")
         return lease
 
-    async def _try_now(self, req: AcquireRequest, fetch: Callable[..., Awaitable[Any]]) -> Lease:
+    async def _try_now(self, req: AcquireRequest) -> Lease:
         """Try-lock: the one-statement fast path, then the full state machine."""
         sent = time.monotonic()
-        lease = await self._fast(req, fetch, sent)
+        lease = await self.fast_acquire(req)
         if lease is not None:
             return lease
-        return acquire_outcome(await fetch("acquire", *req.args(None)), req.name, sent)
+        row = await self.settled(self._call("acquire", *req.args(None)), undo=self._discard(req.lease_id))
+        return acquire_outcome(row, req.name, sent)
 
-    async def _fast(
-        self, req: AcquireRequest, fetch: Callable[..., Awaitable[Any]], sent: float
-    ) -> Lease | None:
+    async def fast_acquire(self, req: AcquireRequest) -> Lease | None:
         """The uncontended grant, or None when the lock is busy, queued or in doubt."""
         if req.reentrant:
             return None
+        sent = time.monotonic()
         try:
-            row = await fetch("acquire_fast", *req.fast_args())
+            row = await self.settled(
+                self._call("acquire_fast", *req.fast_args()), undo=self._discard(req.lease_id)
+            )
         except asyncpg.UniqueViolationError:  # a retry racing its own first attempt
             return None
         return None if row is None else Lease.from_record(row, sent)
 
-    async def _acquire_waiting(self, req: AcquireRequest) -> Lease:
-        lease_id = str(req.lease_id)
-        deadline = time.monotonic() + req.wait
-        lease = await self._fast(req, self._call, time.monotonic())
-        if lease is not None:
-            return lease
-        pid = await self._listener.ensure_started()
-        slot = self._listener.register(lease_id)
-        self.stats.waiting += 1
+    async def settled(self, call: Awaitable[Any], undo: Callable[[], Awaitable[None]]) -> Any:
+        """Await a statement so that cancelling the caller cannot leave its effect behind.
+
+        A cancelled ``await`` does not un-send a statement: it may still commit (a
+        lease held by nobody for its whole TTL). So the statement runs in its own task;
+        if the caller is cancelled, that task is allowed to finish, ``undo`` runs after
+        it (shielded), and only then is the cancellation passed on.
+        """
+        task = asyncio.ensure_future(call)
         try:
-            sent = time.monotonic()
-            row = await self._call("acquire", *req.args(pid), deadline=deadline)
-            while True:
-                if row["status"] == "granted":
-                    return Lease.from_record(row, sent)
-                if row["status"] == "gone":  # dropped from the queue: enqueue again
-                    row = await self._call("acquire", *req.args(pid), deadline=deadline)
-                    continue
-                if row["status"] != "queued":
-                    raise acquire_error(row, req.name)
-                lease = await self._sleep_in_queue(slot, row, deadline)
-                if lease is not None:
-                    return lease
-                if time.monotonic() >= deadline:
-                    return await self._give_up(req)
-                sent = time.monotonic()
-                row = await self._call("poll_wait", req.lease_id)
-        except LockError:
-            raise  # refused or timed out: the database already dropped our queue entry
-        except BaseException:  # cancelled or failed mid-wait: leave the queue explicitly
-            await asyncio.shield(self._abandon(req.lease_id))
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._undo_after(task, undo))
             raise
-        finally:
-            self._listener.unregister(lease_id)
-            self.stats.waiting -= 1
 
-    async def _sleep_in_queue(self, slot: WaitSlot, row: Any, deadline: float) -> Lease | None:
-        """Sleep until our grant is announced, a re-check is due, or the deadline."""
-        pause = min(deadline - time.monotonic(), self.settings.recheck_interval)
-        if row["retry_ms"] is not None:  # a blocking lease expires then: re-check right after
-            pause = min(pause, row["retry_ms"] / 1000 + 0.002)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(slot.event.wait(), max(pause, 0))
-        if slot.grant is not None:
-            # The grant's TTL started in the database a delivery delay ago: count the
-            # local estimate from a little earlier than now so it errs on the early side.
-            return Lease.from_record(slot.grant, time.monotonic() - GRANT_DELIVERY_MARGIN)
-        slot.event.clear()
-        return None
-
-    async def _give_up(self, req: AcquireRequest) -> Lease:
-        row = await self._call("cancel_wait", req.lease_id)
-        if row["status"] == "granted":  # the grant raced the deadline: keep it
-            return Lease.from_record(row, time.monotonic())
-        raise LockTimeoutError(
-            f"timed out after {req.wait:g}s waiting for {req.name!r}",
-            lock_name=req.name,
-            wait=req.wait,
-        )
-
-    async def _abandon(self, lease_id: uuid.UUID) -> None:
-        """Leave the queue after cancellation or an error; release a grant that raced in."""
+    @staticmethod
+    async def _undo_after(task: asyncio.Future[Any], undo: Callable[[], Awaitable[None]]) -> None:
+        await asyncio.wait({task}, timeout=SETTLE_TIMEOUT)
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: the caller was cancelled, not failed
         with contextlib.suppress(Exception):
-            row = await self._call("cancel_wait", lease_id, deadline=time.monotonic() + 2)
-            if row["status"] == "granted":
-                await self._call("release", lease_id, deadline=time.monotonic() + 2)
+            await undo()
+
+    def _discard(self, lease_id: uuid.UUID) -> Callable[[], Awaitable[None]]:
+        """An undo: release ``lease_id`` if it was granted (releasing nothing is fine)."""
+
+        async def undo() -> None:
+            await self._call("release", lease_id, deadline=time.monotonic() + SETTLE_TIMEOUT)
+
+        return undo
 
     # -- release / extend ---------------------------------------------------------
 
@@ -313,19 +370,20 @@ class LockClient(LockStore):
         self, lease: Lease | str | uuid.UUID, *, conn: asyncpg.Connection | None = None
     ) -> bool:
         """Release a lease. Idempotent: releasing twice is fine. Returns False when it was
-        already released earlier; raises LOCK_EXPIRED / LOCK_NOT_HELD when it was lost."""
+        already released earlier; raises LOCK_EXPIRED / LOCK_NOT_HELD when it was lost.
+        With ``conn``, inside the caller's transaction (its durability is untouched)."""
         lease_id = parse_lease_id(lease)
         started = time.perf_counter()
         if conn is not None:
-            row: Any = await conn.fetchrow(self._q["release"], lease_id)
+            row: Any = await conn.fetchrow(self.queries["release_in_txn"], lease_id)
         else:
             row = await self._call("release", lease_id)
         if isinstance(lease, Lease) and row["status"] in ("expired", "not_held"):
             lease.lost = row["status"]
-        lease_outcome(row, "release")
+        status = lease_outcome(row, "release")
         self.stats.releases += 1
         self.stats.last_db_ms = (time.perf_counter() - started) * 1000
-        return bool(row["detail"] != "already released")
+        return status != "already_released"
 
     async def extend(self, lease: Lease, ttl: float | None = None) -> Lease:
         """Renew ``lease`` for ``ttl`` seconds (default: its TTL) from now, by the DB clock."""
@@ -337,13 +395,18 @@ class LockClient(LockStore):
         except Exception as err:
             lease.lost = getattr(err, "code", "lost")
             raise
-        lease.expires_at, lease.ttl, lease.local_deadline = (
-            row["expires_at"],
-            seconds,
-            sent + seconds,
-        )
+        lease.expires_at, lease.ttl = row["expires_at"], seconds
+        lease.local_deadline = sent + row["remaining_ms"] / 1000
         self.stats.extends += 1
         return lease
+
+    async def locked(self, name: str) -> bool:
+        """Whether ``name`` is held by anyone right now (by the database clock)."""
+        return bool(await self._call("locked", check_name(name), fetch="fetchval"))
+
+    async def owned(self, lease: Lease | str | uuid.UUID) -> bool:
+        """Whether ``lease`` is still held (not released, expired or taken over)."""
+        return bool(await self._call("owned", parse_lease_id(lease), fetch="fetchval"))
 
     @asynccontextmanager
     async def lock(
@@ -353,13 +416,15 @@ class LockClient(LockStore):
         *,
         auto_renew: bool = False,
         on_lost: Callable[[Lease, str], None] | None = None,
-        **options: Any,
+        **options: Unpack[AcquireOptions],
     ) -> AsyncIterator[Lease]:
         """``async with locks.lock(name, ttl=30, wait=10) as lease:`` — released on exit.
 
+        Takes the options of :meth:`acquire` (an unknown one raises ``TypeError``).
         With ``auto_renew`` the lease is extended about every TTL/3; if that fails the
         body is cancelled at once and ``LockExpiredError`` is raised from this block.
         """
+        check_options(options, "lock")
         lease = await self.acquire(name, owner_id, **options)
         keeper = LeaseKeeper(self.extend, lease, on_lost=on_lost, cancel=asyncio.current_task())
         if auto_renew:
@@ -377,8 +442,8 @@ class LockClient(LockStore):
         finally:
             await keeper.stop()
             if lease.lost is None:
-                try:
-                    await self.release(lease)
+                try:  # shielded: a cancelled body must still give the lock back
+                    await asyncio.shield(self.release(lease))
                 except Exception:
                     if not body_failed:
                         raise

@@ -2,12 +2,23 @@
 the waiters of every client there.
 
 The database grants queued waiters itself (in FIFO order, inside the release or
-expiry transaction) and announces each grant, with the lease as JSON, on the channel
-of the waiter's own listening backend (``<schema>_grants_<pid>``).
-The listener hands each announcement to the one local waiter whose lease id it
-names; nobody else wakes up. If the connection drops, it reconnects, tells the
-database its new backend pid (so its waiters are not taken for dead) and wakes every
-local waiter once so it re-checks, covering notifications lost meanwhile.
+expiry transaction) and announces each grant on the channel of the waiter's own
+listening backend (``<schema>_grants_<pid>``). The listener hands each announcement
+to the one local waiter whose lease id it names; nobody else wakes up.
+
+A notification says *that* a lease was granted, not how long it has left by the
+client's clock, so the listener asks: one query on its own connection confirms every
+announced lease with the database's remaining time (batched when grants arrive
+together). The waiter then counts that time from before the question was sent, which
+errs early however late the notification was processed.
+
+Waiters never poll. The listener runs one safety re-check for all of its waiters at
+once (``poll_waiters``) every ``recheck_interval`` seconds, and right after a lease
+that blocks one of them is due to expire: it covers lost notifications, crashed
+holders and waiters dropped from a queue. If the connection drops, it reconnects,
+tells the database its new backend pid (so its waiters are not taken for dead) and
+re-checks at once. Grants announced for a waiter that gave up (cancelled, or failed
+on a database error) are released at once.
 """
 
 from __future__ import annotations
@@ -15,27 +26,46 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
+import time
 import uuid
 import weakref
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
 
 from omninode_bridge.core.logging import LogLevel, emit_log_event
 
+EXPIRY_MARGIN = 0.002  # re-check this long after a blocking lease's expiry
+ABANDONED_FOR = 3600.0  # how long a given-up lease id is remembered
+
 
 class WaitSlot:
-    """What one waiting acquire sleeps on: a grant payload or a nudge to re-check."""
+    """What one waiting acquire sleeps on: a confirmed grant, 'gone', or nothing yet.
 
-    __slots__ = ("event", "grant")
+    ``grant`` is the lease row and ``sent_at`` the monotonic time before the question
+    that confirmed it; ``due`` is when a lease blocking this waiter expires.
+    """
+
+    __slots__ = ("due", "event", "gone", "grant", "queued", "sent_at")
 
     def __init__(self) -> None:
         self.event = asyncio.Event()
-        self.grant: dict[str, Any] | None = None
+        self.queued = False  # set once the database confirmed the queue entry
+        self.grant: Any = None  # a lease row (asyncpg Record) with remaining_ms
+        self.sent_at = 0.0
+        self.gone = False
+        self.due: float | None = None
+
+
+def _pending(slot: WaitSlot) -> bool:
+    """Whether ``slot`` waits in the database's queue with nothing settled yet."""
+    return slot.queued and slot.grant is None and not slot.gone
 
 
 class GrantListener:
-    """Owns the LISTEN connection and the table of local waiters.
+    """Owns the LISTEN connection, the table of local waiters and the re-check task.
 
     Get one with :meth:`shared` and give it back with :meth:`release`; the last
     release closes the connection.
@@ -45,27 +75,38 @@ class GrantListener:
         weakref.WeakKeyDictionary()
     )
 
-    def __init__(self, dsn: str, channel: str, refresh_sql: str) -> None:
+    def __init__(self, dsn: str, channel: str, queries: Mapping[str, str], recheck_interval: float) -> None:
         self._dsn = dsn
         self._channel = channel
-        self._refresh_sql = refresh_sql
+        self._q = queries
+        self.recheck_interval = recheck_interval
         self._conn: asyncpg.Connection | None = None
         self._slots: dict[str, WaitSlot] = {}
-        self._lock = asyncio.Lock()
+        self._abandoned: dict[str, float] = {}
+        self._to_confirm: set[str] = set()
+        self._lock = asyncio.Lock()  # opening the connection
+        self._busy = asyncio.Lock()  # one query at a time on the connection
+        self._kick = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
         self._reconnect_task: asyncio.Task[None] | None = None
         self._closed = False
         self._users = 0
         self.pid: int | None = None
         self.channel: str | None = None
         self.notifications = 0
+        self.sweeps = 0
 
     @classmethod
-    def shared(cls, dsn: str, channel: str, refresh_sql: str) -> GrantListener:
+    def shared(
+        cls, dsn: str, channel: str, queries: Mapping[str, str], recheck_interval: float
+    ) -> GrantListener:
         """The listener of this event loop for ``dsn`` and ``channel`` (created on first use)."""
         per_loop = cls._registry.setdefault(asyncio.get_running_loop(), {})
         listener = per_loop.get((dsn, channel))
         if listener is None or listener._closed:
-            listener = per_loop[(dsn, channel)] = cls(dsn, channel, refresh_sql)
+            listener = per_loop[(dsn, channel)] = cls(dsn, channel, queries, recheck_interval)
+        listener.recheck_interval = min(listener.recheck_interval, recheck_interval)
         listener._users += 1
         return listener
 
@@ -83,6 +124,8 @@ class GrantListener:
         async with self._lock:
             if self._conn is None or self._conn.is_closed():
                 await self._open()
+            if self._sweeper is None or self._sweeper.done():
+                self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
             assert self.pid is not None
             return self.pid
 
@@ -97,6 +140,8 @@ class GrantListener:
         self._conn = conn
         self.pid = pid
 
+    # -- waiters ------------------------------------------------------------------
+
     def register(self, lease_id: str) -> WaitSlot:
         slot = WaitSlot()
         self._slots[lease_id] = slot
@@ -105,6 +150,17 @@ class GrantListener:
     def unregister(self, lease_id: str) -> None:
         self._slots.pop(lease_id, None)
 
+    def abandon(self, lease_id: str) -> None:
+        """Remember a lease id whose waiter gave up: if its grant is announced later,
+        release it at once instead of leaving it held by nobody."""
+        now = time.monotonic()
+        self._abandoned[lease_id] = now + ABANDONED_FOR
+        if len(self._abandoned) > 10_000:
+            self._abandoned = {k: t for k, t in self._abandoned.items() if t > now}
+
+    def forget(self, lease_id: str) -> None:
+        self._abandoned.pop(lease_id, None)
+
     @property
     def waiting(self) -> int:
         return len(self._slots)
@@ -112,13 +168,124 @@ class GrantListener:
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
         self.notifications += 1
         try:
-            grant = json.loads(str(payload))
-        except ValueError:
+            lease_id = str(json.loads(str(payload)).get("lease_id"))
+        except (ValueError, AttributeError):
             return
-        slot = self._slots.get(str(grant.get("lease_id")))
-        if slot is not None:
-            slot.grant = grant
-            slot.event.set()
+        slot = self._slots.get(lease_id)
+        if slot is not None and slot.grant is None and not slot.gone:
+            self._to_confirm.add(lease_id)
+            self._spawn(self._confirm())
+        elif lease_id in self._abandoned:
+            self._spawn(self._release_abandoned(lease_id))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _query(self, name: str, *args: Any) -> list[asyncpg.Record]:
+        async with self._busy:
+            conn = self._conn
+            if conn is None or conn.is_closed():
+                raise ConnectionError("listener connection is down")
+            rows: list[asyncpg.Record] = await conn.fetch(self._q[name], *args)
+            return rows
+
+    async def _confirm(self) -> None:
+        """Ask how long the announced leases have left (one query for all pending)."""
+        if not self._to_confirm:
+            return
+        ids, self._to_confirm = self._to_confirm, set()
+        sent = time.monotonic()
+        try:
+            rows = await self._query("granted_leases", [uuid.UUID(i) for i in ids])
+        except Exception as err:  # the next re-check finds these grants
+            emit_log_event(LogLevel.WARNING, "grant confirmation failed", {"error": type(err).__name__})
+            self._kick.set()
+            return
+        found = {str(r["lease_id"]): r for r in rows}
+        for lease_id in ids:
+            slot = self._slots.get(lease_id)
+            if slot is None:
+                if lease_id in self._abandoned and lease_id in found:
+                    await self._release_abandoned(lease_id)
+                continue
+            self._settle(slot, found.get(lease_id), sent)
+
+    @staticmethod
+    def _settle(slot: WaitSlot, grant: Any, sent: float) -> None:
+        if grant is None:
+            slot.gone = True  # announced, but already expired or force-released
+        else:
+            slot.grant, slot.sent_at = grant, sent
+        slot.event.set()
+
+    async def _release_abandoned(self, lease_id: str) -> None:
+        if self._abandoned.pop(lease_id, None) is None:
+            return
+        try:
+            await self._query("release", uuid.UUID(lease_id))
+        except Exception as err:  # the lease then runs out at its TTL
+            emit_log_event(
+                LogLevel.WARNING, "releasing an abandoned grant failed", {"error": type(err).__name__}
+            )
+
+    # -- the safety re-check --------------------------------------------------------
+
+    async def _sweep_loop(self) -> None:
+        last = time.monotonic()
+        while not self._closed:
+            if not self._slots:
+                self._kick.clear()
+                await self._kick.wait()
+                last = time.monotonic()
+                continue
+            interval = self.recheck_interval * random.uniform(0.8, 1.0)
+            due = [s.due for s in self._slots.values() if s.due is not None and _pending(s)]
+            at = min([last + interval, *due])
+            self._kick.clear()
+            if at > time.monotonic():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kick.wait(), at - time.monotonic())
+                    continue  # a new waiter or a new expiry to watch: recompute
+            last = time.monotonic()
+            await self.sweep()
+
+    async def sweep(self) -> None:
+        """Re-check every local waiter now: promote what can move, settle what did."""
+        ids = [i for i, s in self._slots.items() if _pending(s)]
+        if not ids:
+            await asyncio.sleep(0)
+            return
+        self.sweeps += 1
+        sent = time.monotonic()
+        try:
+            rows = await self._query("poll_waiters", [uuid.UUID(i) for i in ids])
+        except Exception as err:
+            emit_log_event(LogLevel.WARNING, "waiter re-check failed", {"error": type(err).__name__})
+            return
+        for row in rows:
+            slot = self._slots.get(str(row["lease_id"]))
+            if slot is None or slot.grant is not None:
+                continue
+            status = row["status"]
+            if status == "granted":
+                self._settle(slot, row, sent)
+            elif status == "gone":
+                slot.gone = True
+                slot.event.set()
+            else:  # still queued: next re-check when the blocking lease expires (never sooner)
+                retry_ms = row["retry_ms"]
+                slot.due = None if retry_ms is None else sent + max(retry_ms / 1000, 0.01) + EXPIRY_MARGIN
+
+    def queued(self, slot: WaitSlot, sent: float, retry_ms: int | None) -> None:
+        """``slot`` is in the database's queue; the lease blocking it expires ``retry_ms``
+        after ``sent`` (re-check then)."""
+        slot.queued, slot.gone = True, False
+        slot.due = None if retry_ms is None else sent + retry_ms / 1000 + EXPIRY_MARGIN
+        self._kick.set()
+
+    # -- connection loss ------------------------------------------------------------
 
     def _on_terminated(self, _conn: Any) -> None:
         if self._closed:
@@ -133,23 +300,27 @@ class GrantListener:
         while not self._closed:
             try:
                 await self.ensure_started()
-                assert self._conn is not None
                 if self._slots:  # our waiters now listen on the new backend's channel
-                    await self._conn.execute(self._refresh_sql, self.pid, [uuid.UUID(i) for i in self._slots])
+                    async with self._busy:
+                        assert self._conn is not None
+                        await self._conn.execute(
+                            self._q["refresh_listener"], self.pid, [uuid.UUID(i) for i in self._slots]
+                        )
                 break
-            except Exception as err:  # keep trying; waiters re-check on their own meanwhile
+            except Exception as err:  # keep trying; the waiters' deadlines still hold
                 emit_log_event(LogLevel.WARNING, "listener reconnect failed", {"error": type(err).__name__})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        for slot in self._slots.values():
-            slot.event.set()
+        await self.sweep()  # grants announced while we were away
 
     async def close(self) -> None:
         self._closed = True
-        if self._reconnect_task is not None:
-            self._reconnect_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reconnect_task
+        self._kick.set()
+        for task in [self._reconnect_task, self._sweeper, *self._tasks]:
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         if self._conn is not None and not self._conn.is_closed():
             with contextlib.suppress(Exception):
                 await self._conn.close(timeout=2)

@@ -48,11 +48,19 @@ class Lease:
 
     @classmethod
     def from_record(cls, rec: Any, sent_at: float | None = None) -> Lease:
-        """Build from a ``lock_result`` row or a grant notification (already parsed)."""
-        ttl = rec["ttl_ms"] / 1000.0
+        """Build from a lease row (``lock_result`` or ``leases``) that carries
+        ``remaining_ms``, the time the database says the lease has left.
+
+        ``sent_at`` is the monotonic time taken *before* the request was sent: the local
+        deadline counts the database's remaining time from then, so it errs early.
+        Without ``sent_at`` (display only) it counts from now.
+        """
         metadata = rec["metadata"]
         if isinstance(metadata, str):
             metadata = json.loads(metadata)
+        remaining = rec["remaining_ms"] if "remaining_ms" in rec.keys() else None  # noqa: SIM118
+        start = time.monotonic() if sent_at is None else sent_at
+        ttl = rec["ttl_ms"] / 1000.0
         return cls(
             lock_name=rec["lock_name"],
             owner_id=rec["owner_id"],
@@ -64,7 +72,7 @@ class Lease:
             ttl=ttl,
             metadata=dict(metadata or {}),
             hold_count=int(rec["hold_count"]),
-            local_deadline=(time.monotonic() if sent_at is None else sent_at) + ttl,
+            local_deadline=start + (ttl if remaining is None else remaining / 1000.0),
         )
 
     def remaining(self) -> float:
@@ -141,14 +149,24 @@ def _as_datetime(value: Any) -> datetime:
 
 
 def check_name(name: Any, what: str = "lock name") -> str:
-    """A lock name or owner id: text of 1–255 characters without NUL."""
+    """A lock name or owner id: text of 1–255 characters, valid Unicode, without NUL."""
     if not isinstance(name, str):
         raise LockValidationError(f"{what} must be a string", field=what)
     if not 1 <= len(name) <= MAX_NAME:
         raise LockValidationError(f"{what} must be 1-{MAX_NAME} characters, got {len(name)}", field=what)
     if "\x00" in name:
         raise LockValidationError(f"{what} must not contain NUL", field=what)
+    if not _encodable(name):
+        raise LockValidationError(f"{what} must be valid Unicode (it has a lone surrogate)", field=what)
     return name
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_ttl(ttl: Any) -> float:
@@ -177,18 +195,41 @@ def check_permits(permits: Any) -> int | None:
 
 
 def check_metadata(metadata: Any) -> dict[str, Any]:
-    """A JSON object of at most 4 KiB once encoded."""
+    """A JSON object of at most 4 KiB once encoded, storable as PostgreSQL ``jsonb``:
+    no NaN or Infinity, no NUL character and no lone surrogate in any string."""
     if metadata is None:
         return {}
     if not isinstance(metadata, dict):
         raise LockValidationError("metadata must be a JSON object", field="metadata")
     try:
-        size = len(json.dumps(metadata, separators=(",", ":")).encode())
+        text = encode_metadata(metadata)
     except (TypeError, ValueError) as err:
-        raise LockValidationError(f"metadata is not JSON-serialisable: {err}", field="metadata") from err
+        raise LockValidationError(f"metadata is not valid JSON: {err}", field="metadata") from err
+    if _has_nul(metadata):
+        raise LockValidationError("metadata must not contain NUL characters", field="metadata")
+    if not _encodable(text):
+        raise LockValidationError(
+            "metadata must be valid Unicode (it has a lone surrogate)", field="metadata"
+        )
+    size = len(text.encode())
     if size > MAX_METADATA_BYTES:
         raise LockValidationError(f"metadata is {size} bytes; the limit is 4096", field="metadata")
     return metadata
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def encode_metadata(metadata: dict[str, Any]) -> str:
+    """The JSON text sent to the database (strict JSON: NaN/Infinity are refused)."""
+    return json.dumps(metadata, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def check_mode(mode: Any) -> LockMode:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -34,11 +35,26 @@ class AcquireOptions(TypedDict, total=False):
     permits: int | None
     reentrant: bool
     metadata: dict[str, Any] | None
+    lease_id: str | uuid.UUID | None
+
+
+ACQUIRE_OPTIONS = frozenset(AcquireOptions.__annotations__)
+
+
+def check_options(options: Mapping[str, Any], where: str = "acquire") -> None:
+    """Unknown keyword options are a programming error: raise ``TypeError`` naming them
+    (redis-py's ``timeout``/``blocking_timeout`` would otherwise be silently ignored)."""
+    unknown = sorted(set(options) - ACQUIRE_OPTIONS)
+    if unknown:
+        names = ", ".join(repr(u) for u in unknown)
+        known = ", ".join(sorted(ACQUIRE_OPTIONS))
+        raise TypeError(f"{where}() got unexpected keyword argument(s) {names}; options are: {known}")
 
 
 @dataclass(frozen=True)
 class AcquireRequest:
-    """A validated acquire; ``lease_id`` is chosen here so retries are idempotent."""
+    """A validated acquire; ``lease_id`` is chosen here (or by the caller) so retries
+    are idempotent. ``metadata_json`` is the metadata as sent to the database."""
 
     name: str
     owner_id: str
@@ -47,24 +63,49 @@ class AcquireRequest:
     wait: float
     permits: int | None
     reentrant: bool
-    metadata: dict[str, Any]
+    metadata_json: str
     lease_id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+    @property
+    def ttl_ms(self) -> int:
+        return int(self.ttl * 1000)
 
     def fast_args(self) -> tuple[Any, ...]:
         """Arguments of ``acquire_fast`` (the one-statement uncontended path)."""
-        ms = int(self.ttl * 1000)
-        return (self.name, self.lease_id, self.owner_id, self.mode.value, ms, self.permits, self.metadata)
-
-    def args(self, listener_pid: int | None) -> tuple[Any, ...]:
         return (
             self.name,
             self.lease_id,
             self.owner_id,
             self.mode.value,
-            int(self.ttl * 1000),
+            self.ttl_ms,
+            self.permits,
+            self.metadata_json,
+        )
+
+    def args(self, listener_pid: int | None) -> tuple[Any, ...]:
+        """Arguments of ``acquire`` (the full state machine)."""
+        return (
+            self.name,
+            self.lease_id,
+            self.owner_id,
+            self.mode.value,
+            self.ttl_ms,
             int(self.wait * 1000),
             self.permits,
             self.reentrant,
-            self.metadata,
+            self.metadata_json,
             listener_pid,
+        )
+
+    def txn_args(self) -> tuple[Any, ...]:
+        """Arguments of ``acquire_in_txn`` (a try-lock inside the caller's transaction)."""
+        return (
+            self.name,
+            self.lease_id,
+            self.owner_id,
+            self.mode.value,
+            self.ttl_ms,
+            self.permits,
+            self.reentrant,
+            self.metadata_json,
         )

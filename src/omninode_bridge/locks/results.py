@@ -65,11 +65,12 @@ def acquire_error(row: Row, name: str) -> LockError:
 
 
 def lease_outcome(row: Row, action: str) -> str:
-    """For release/extend rows: the success status, or raise expired / not held."""
+    """For release/extend rows: the success status (``released``, ``already_released``
+    or ``extended``), or raise expired / not held."""
     status = row["status"]
-    if status in ("released", "extended") and (action == "release" or status == "extended"):
+    if status == "extended" or (action == "release" and status in ("released", "already_released")):
         return str(status)
     if status == "expired":
         raise LockExpiredError(f"cannot {action}: the lease has expired", lock_name=row["lock_name"])
-    detail = row["detail"] or ("the lease was released" if status == "released" else "no such lease")
+    detail = row["detail"] or ("the lease was released" if status == "already_released" else "no such lease")
     raise LockNotHeldError(f"cannot {action}: {detail}", lock_name=row["lock_name"])

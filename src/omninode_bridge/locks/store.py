@@ -8,13 +8,19 @@ fencing guard. :class:`~omninode_bridge.locks.client.LockClient` builds on it.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 import asyncpg
 
 from omninode_bridge.locks.config import LockSettings
-from omninode_bridge.locks.errors import LockNotFoundError, LockValidationError, StaleTokenError
+from omninode_bridge.locks.errors import (
+    LockDatabaseError,
+    LockNotFoundError,
+    LockValidationError,
+    StaleTokenError,
+)
 from omninode_bridge.locks.models import Lease, LockInfo, LockMode, LockSummary, Waiter, check_name
 from omninode_bridge.locks.queries import load_queries
 from omninode_bridge.locks.request import EngineStats
@@ -40,31 +46,45 @@ class LockStore:
         self.retry = retry or RetryPolicy()
         self.breaker = breaker or CircuitBreaker()
         self.stats = EngineStats()
-        self._q = load_queries(self.schema)
+        self.queries = load_queries(self.schema)
 
     async def _call(
         self, name: str, *args: Any, deadline: float | None = None, fetch: str = "fetchrow"
     ) -> Any:
-        query = self._q[name]
+        query = self.queries[name]
+
+        limit = deadline or time.monotonic() + OPERATION_TIMEOUT
 
         async def once() -> Any:
-            async with self.pool.acquire() as conn:
-                try:
-                    return await getattr(conn, fetch)(query, *args)
-                except Exception as err:
-                    if is_transient(err):  # never hand a broken connection back to the pool
-                        conn.terminate()
-                    raise
+            conn = await self._connection(limit)
+            try:
+                return await getattr(conn, fetch)(query, *args)
+            except Exception as err:
+                if is_transient(err):  # never hand a broken connection back to the pool
+                    conn.terminate()
+                raise
+            finally:
+                await self.pool.release(conn)
 
         started = time.perf_counter()
         try:
-            result, retries = await self.retry.run(
-                once, deadline or time.monotonic() + OPERATION_TIMEOUT, self.breaker
-            )
+            result, retries = await self.retry.run(once, limit, self.breaker)
         finally:
             self.stats.last_db_ms = (time.perf_counter() - started) * 1000
         self.stats.retries += retries
         return result
+
+    async def _connection(self, deadline: float) -> Any:
+        """A pool connection; waiting for one is bounded by the caller's deadline too."""
+        pool = self.pool
+        if pool.get_idle_size() > 0 or pool.get_size() < pool.get_max_size():
+            return await pool.acquire()  # no wait for a free one: skip the timer's cost
+        try:
+            return await pool.acquire(timeout=max(deadline - time.monotonic(), 0.001))
+        except TimeoutError as err:  # not a database failure: no retry, no breaker
+            raise LockDatabaseError(
+                f"no database connection free within the deadline (pool of {pool.get_max_size()})"
+            ) from err
 
     # -- queries and admin --------------------------------------------------------
 
@@ -72,16 +92,17 @@ class LockStore:
         """Holders, queue and last token of ``name``; ``LOCK_NOT_FOUND`` if never used."""
         check_name(name)
         async with self.pool.acquire() as conn, conn.transaction(readonly=True):
-            row = await conn.fetchrow(self._q["lock_row"], name)
+            row = await conn.fetchrow(self.queries["lock_row"], name)
             if row is None:
                 raise LockNotFoundError(f"lock {name!r} does not exist", lock_name=name)
-            holders = await conn.fetch(self._q["lock_holders"], name)
-            waiters = await conn.fetch(self._q["lock_waiters"], name)
+            sent = time.monotonic()
+            holders = await conn.fetch(self.queries["lock_holders"], name)
+            waiters = await conn.fetch(self.queries["lock_waiters"], name)
         return LockInfo(
             name=name,
             permits=row["permits"],
             last_token=row["fence"],
-            holders=[Lease.from_record(h) for h in holders],
+            holders=[Lease.from_record(h, sent) for h in holders],
             waiters=[
                 Waiter(w["owner_id"], LockMode(w["mode"]), i, w["waiting_ms"])
                 for i, w in enumerate(waiters, start=1)
@@ -122,7 +143,8 @@ class LockStore:
 
     async def recent_events(self, name: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """The newest events from the outbox (all locks, or one)."""
-        return [dict(r) for r in await self._call("recent_events", name, limit, fetch="fetch")]
+        rows = await self._call("recent_events", name, limit, fetch="fetch")
+        return [{**r, "payload": _json(r["payload"])} for r in rows]
 
     async def force_release(self, name: str, reason: str) -> int:
         """Admin: free every lease of ``name`` (recorded with ``reason``); returns how many."""
@@ -153,7 +175,12 @@ class LockStore:
         """Inside the caller's transaction: reject a write whose token is older than one
         already seen for ``resource`` (raises :class:`StaleTokenError`)."""
         check_name(resource, "resource")
-        if not await conn.fetchval(self._q["fence_guard"], resource, token):
+        if not await conn.fetchval(self.queries["fence_guard"], resource, token):
             raise StaleTokenError(
                 f"fencing token {token} for {resource!r} is stale", resource=resource, token=token
             )
+
+
+def _json(value: Any) -> Any:
+    """A ``jsonb`` value as Python (connections without a JSON codec return text)."""
+    return json.loads(value) if isinstance(value, str) else value

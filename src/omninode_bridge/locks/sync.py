@@ -9,19 +9,20 @@ with the same functions as the async client.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import threading
 import time
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar, Unpack
+from typing import Any, Literal, TypeVar, Unpack, overload
 
 from omninode_bridge.locks.client import LockClient
-from omninode_bridge.locks.errors import LockValidationError, StaleTokenError
+from omninode_bridge.locks.errors import LockHeldByOtherError, LockValidationError, StaleTokenError
 from omninode_bridge.locks.models import Lease, LockInfo, LockSummary, check_name
 from omninode_bridge.locks.renew import LeaseKeeper
-from omninode_bridge.locks.request import AcquireOptions
+from omninode_bridge.locks.request import AcquireOptions, check_options
 from omninode_bridge.locks.results import acquire_outcome, lease_outcome, parse_lease_id
 
 T = TypeVar("T")
@@ -52,9 +53,8 @@ def _psycopg_row(conn: Any, query: str, args: tuple[Any, ...]) -> dict[str, Any]
     parameter more than once.
     """
     from psycopg.rows import dict_row
-    from psycopg.types.json import Jsonb
 
-    params = {f"p{i}": Jsonb(a) if isinstance(a, dict) else a for i, a in enumerate(args, start=1)}
+    params = {f"p{i}": a for i, a in enumerate(args, start=1)}
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(_PLACEHOLDER.sub(lambda m: f"%(p{m.group(1)})s", query), params)
         row: dict[str, Any] | None = cur.fetchone()
@@ -68,11 +68,17 @@ def _psycopg_one(conn: Any, query: str, args: tuple[Any, ...]) -> dict[str, Any]
 
 
 class SyncLockClient:
-    """Blocking API with the same capabilities as :class:`LockClient`."""
+    """Blocking API with the same capabilities as :class:`LockClient`.
+
+    Without an explicit owner id every calling thread is its own owner, so threads
+    sharing one client are distinct owners to deadlock detection and reentrancy.
+    """
 
     def __init__(self, client: LockClient, runner: _LoopThread) -> None:
         self.client = client
         self._runner = runner
+        self._threads = threading.local()
+        self._numbers = itertools.count(1)
 
     @classmethod
     def connect(cls, dsn: str | None = None, **options: Any) -> SyncLockClient:
@@ -101,31 +107,78 @@ class SyncLockClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def default_owner_id(self) -> str:
+        """The owner id used when a call names none: distinct per calling thread."""
+        if self.client._fixed_owner:
+            return self.client.owner_id
+        owner: str | None = getattr(self._threads, "owner", None)
+        if owner is None:
+            owner = self._threads.owner = f"{self.client.owner_id}:thread-{next(self._numbers)}"
+        return owner
+
+    @overload
     def acquire(
-        self, name: str, owner_id: str | None = None, *, conn: Any = None, **options: Unpack[AcquireOptions]
-    ) -> Lease:
+        self,
+        name: str,
+        owner_id: str | None = None,
+        *,
+        blocking: Literal[True] = True,
+        conn: Any = None,
+        **options: Unpack[AcquireOptions],
+    ) -> Lease: ...
+
+    @overload
+    def acquire(
+        self,
+        name: str,
+        owner_id: str | None = None,
+        *,
+        blocking: Literal[False],
+        conn: Any = None,
+        **options: Unpack[AcquireOptions],
+    ) -> Lease | None: ...
+
+    def acquire(
+        self,
+        name: str,
+        owner_id: str | None = None,
+        *,
+        blocking: bool = True,
+        conn: Any = None,
+        **options: Unpack[AcquireOptions],
+    ) -> Lease | None:
         """Acquire; with ``conn`` (a psycopg connection) inside the caller's transaction."""
+        owner = owner_id or self.default_owner_id()
         if conn is None:
-            return self._run(self.client.acquire(name, owner_id, **options))
-        req = self.client.request(name, owner_id, **options)
+            if blocking:
+                return self._run(self.client.acquire(name, owner, **options))
+            return self._run(self.client.acquire(name, owner, blocking=False, **options))
+        req = self.client.request(name, owner, **options)
         if req.wait > 0:
             raise LockValidationError("wait must be 0 inside the caller's transaction", field="wait")
         sent = time.monotonic()
-        queries = self.client._q
-        row = None if req.reentrant else _psycopg_row(conn, queries["acquire_fast"], req.fast_args())
-        if row is None:
-            row = _psycopg_one(conn, queries["acquire"], req.args(None))
-        return acquire_outcome(row, name, sent)
+        row = _psycopg_one(conn, self.client.queries["acquire_in_txn"], req.txn_args())
+        try:
+            return acquire_outcome(row, name, sent)
+        except LockHeldByOtherError:
+            if blocking:
+                raise
+            return None
 
     def release(self, lease: Lease | str | uuid.UUID, *, conn: Any = None) -> bool:
         if conn is None:
             return self._run(self.client.release(lease))
-        row = _psycopg_one(conn, self.client._q["release"], (parse_lease_id(lease),))
-        lease_outcome(row, "release")
-        return bool(row["detail"] != "already released")
+        row = _psycopg_one(conn, self.client.queries["release_in_txn"], (parse_lease_id(lease),))
+        return lease_outcome(row, "release") != "already_released"
 
     def extend(self, lease: Lease, ttl: float | None = None) -> Lease:
         return self._run(self.client.extend(lease, ttl))
+
+    def locked(self, name: str) -> bool:
+        return self._run(self.client.locked(name))
+
+    def owned(self, lease: Lease | str | uuid.UUID) -> bool:
+        return self._run(self.client.owned(lease))
 
     def get_lock_info(self, name: str) -> LockInfo:
         return self._run(self.client.get_lock_info(name))
@@ -148,7 +201,7 @@ class SyncLockClient:
     def fence_guard(self, conn: Any, resource: str, token: int) -> None:
         """Inside the caller's psycopg transaction: reject a stale fencing token."""
         check_name(resource, "resource")
-        row = _psycopg_one(conn, self.client._q["fence_guard"], (resource, token))
+        row = _psycopg_one(conn, self.client.queries["fence_guard"], (resource, token))
         if not next(iter(row.values())):
             raise StaleTokenError(
                 f"fencing token {token} for {resource!r} is stale", resource=resource, token=token
@@ -156,11 +209,17 @@ class SyncLockClient:
 
     @contextmanager
     def lock(
-        self, name: str, owner_id: str | None = None, *, auto_renew: bool = False, **options: Any
+        self,
+        name: str,
+        owner_id: str | None = None,
+        *,
+        auto_renew: bool = False,
+        on_lost: Callable[[Lease, str], None] | None = None,
+        **options: Unpack[AcquireOptions],
     ) -> Iterator[Lease]:
         """``with locks.lock(name, ttl=30, wait=10) as lease:``; call ``lease.check()``
         before critical writes: with ``auto_renew`` a lost lease raises there."""
-        on_lost = options.pop("on_lost", None)
+        check_options(options, "lock")
         lease = self.acquire(name, owner_id, **options)
         keeper = LeaseKeeper(self.client.extend, lease, on_lost=on_lost)
         if auto_renew:

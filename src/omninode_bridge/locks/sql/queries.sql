@@ -6,7 +6,8 @@
 -- say the lock has room and nobody queues, draw a token, insert the lease and its
 -- event. No row back means "not this way": the client then calls acquire().
 -- Counters include expired-but-unreaped leases, so a doubt always falls back.
--- $1 name, $2 lease_id, $3 owner, $4 mode, $5 ttl_ms, $6 permits or NULL, $7 metadata
+-- Lease times are clock_timestamp(): taken once the row lock is held.
+-- $1 name, $2 lease_id, $3 owner, $4 mode, $5 ttl_ms, $6 permits or NULL, $7 metadata (JSON text)
 WITH k AS (
     INSERT INTO __schema__.locks AS t (name, permits, fence, n_exclusive, n_shared)
     VALUES ($1, coalesce($6::integer, 1), nextval('__schema__.fence_seq'),
@@ -22,12 +23,12 @@ WITH k AS (
        AND CASE WHEN $4::text = 'shared' THEN t.n_exclusive = 0
                 ELSE t.n_shared = 0 AND t.n_exclusive < t.permits END
        AND NOT EXISTS (SELECT 1 FROM __schema__.leases WHERE lease_id = $2::uuid)
-    RETURNING t.name, t.fence
+    RETURNING t.name, t.fence, clock_timestamp() AS at
 ), l AS (
     INSERT INTO __schema__.leases
            (lease_id, name, owner_id, mode, token, ttl_ms, acquired_at, expires_at, metadata)
-    SELECT $2::uuid, k.name, $3::text, $4::text, k.fence, $5::integer, now(),
-           now() + $5::integer * interval '1 millisecond', $7::jsonb
+    SELECT $2::uuid, k.name, $3::text, $4::text, k.fence, $5::integer, k.at,
+           k.at + $5::integer * interval '1 millisecond', $7::text::jsonb
       FROM k
     RETURNING *
 ), e AS (
@@ -37,23 +38,59 @@ WITH k AS (
       FROM l
 )
 SELECT 'granted' AS status, name AS lock_name, lease_id, owner_id, mode, token, hold_count,
-       ttl_ms, acquired_at, expires_at, metadata, NULL::integer AS retry_ms, NULL::text AS detail
+       ttl_ms, acquired_at, expires_at, metadata, NULL::integer AS retry_ms, NULL::text AS detail,
+       floor(extract(epoch FROM expires_at - clock_timestamp()) * 1000)::bigint AS remaining_ms
   FROM l;
 
+-- Every statement below that returns a lease adds remaining_ms: how long it has left
+-- by the database clock as the statement ends. The client counts it from before it
+-- sent the request, so its own deadline errs early.
+
 -- name: acquire
-SELECT * FROM __schema__.acquire($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);
+SELECT r.*, floor(extract(epoch FROM r.expires_at - clock_timestamp()) * 1000)::bigint AS remaining_ms
+  FROM __schema__.acquire($1, $2, $3, $4, $5, $6, $7, $8, $9::text::jsonb, $10) r;
+
+-- name: acquire_in_txn
+-- Try-lock inside the caller's own transaction (see the function).
+SELECT r.*, floor(extract(epoch FROM r.expires_at - clock_timestamp()) * 1000)::bigint AS remaining_ms
+  FROM __schema__.acquire_in_txn($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb) r;
 
 -- name: poll_wait
-SELECT * FROM __schema__.poll_wait($1);
+SELECT r.*, floor(extract(epoch FROM r.expires_at - clock_timestamp()) * 1000)::bigint AS remaining_ms
+  FROM __schema__.poll_wait($1) r;
+
+-- name: poll_waiters
+SELECT r.*, floor(extract(epoch FROM r.expires_at - clock_timestamp()) * 1000)::bigint AS remaining_ms
+  FROM __schema__.poll_waiters($1::uuid[]) r;
 
 -- name: cancel_wait
-SELECT * FROM __schema__.cancel_wait($1);
+SELECT r.*, floor(extract(epoch FROM r.expires_at - clock_timestamp()) * 1000)::bigint AS remaining_ms
+  FROM __schema__.cancel_wait($1) r;
 
 -- name: release
 SELECT * FROM __schema__.release($1);
 
+-- name: release_in_txn
+-- Release inside the caller's own transaction: never changes its durability.
+SELECT * FROM __schema__.release($1, false);
+
 -- name: extend
-SELECT * FROM __schema__.extend($1, $2);
+SELECT r.*, floor(extract(epoch FROM r.expires_at - clock_timestamp()) * 1000)::bigint AS remaining_ms
+  FROM __schema__.extend($1, $2) r;
+
+-- name: granted_leases
+-- Leases announced by NOTIFY, confirmed with how long they have left.
+SELECT lease_id, name AS lock_name, owner_id, mode, token, hold_count, ttl_ms, acquired_at,
+       expires_at, metadata,
+       floor(extract(epoch FROM expires_at - clock_timestamp()) * 1000)::bigint AS remaining_ms
+  FROM __schema__.leases
+ WHERE lease_id = ANY($1::uuid[]) AND expires_at > clock_timestamp();
+
+-- name: locked
+SELECT EXISTS (SELECT 1 FROM __schema__.leases WHERE name = $1 AND expires_at > clock_timestamp());
+
+-- name: owned
+SELECT EXISTS (SELECT 1 FROM __schema__.leases WHERE lease_id = $1 AND expires_at > clock_timestamp());
 
 -- name: force_release
 SELECT __schema__.force_release($1, $2);
@@ -75,7 +112,8 @@ SELECT name, permits, fence, created_at FROM __schema__.locks WHERE name = $1;
 
 -- name: lock_holders
 SELECT lease_id, name AS lock_name, owner_id, mode, token, hold_count, ttl_ms, acquired_at,
-       expires_at, metadata
+       expires_at, metadata,
+       floor(extract(epoch FROM expires_at - clock_timestamp()) * 1000)::bigint AS remaining_ms
   FROM __schema__.leases
  WHERE name = $1 AND expires_at > now()
  ORDER BY token;
