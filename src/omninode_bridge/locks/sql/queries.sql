@@ -105,7 +105,7 @@ SELECT * FROM __schema__.prune($1, $2, $3);
 SELECT __schema__.fence_guard($1, $2);
 
 -- name: refresh_listener
-UPDATE __schema__.waiters SET listener_pid = $1 WHERE waiter_id = ANY($2::uuid[]);
+UPDATE __schema__.waiters SET listener_pid = $1, orphaned_at = NULL WHERE waiter_id = ANY($2::uuid[]);
 
 -- name: lock_row
 SELECT name, permits, fence, created_at FROM __schema__.locks WHERE name = $1;

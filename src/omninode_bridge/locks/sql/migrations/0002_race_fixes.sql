@@ -61,8 +61,12 @@ BEGIN
 END
 $$;
 
--- Whether a waiter can never be served: its deadline passed or its listening backend
--- (the process that would be told of the grant) is gone.
+-- A waiter whose listening backend is gone is an orphan: its process may have crashed,
+-- or may be reconnecting its listener (then it tells us its new pid and the orphan mark
+-- is cleared). Orphans keep their place but are skipped; after ORPHAN_GRACE they go.
+ALTER TABLE __schema__.waiters ADD COLUMN orphaned_at timestamptz;
+
+-- Whether a waiter cannot be served now: its deadline passed or its listener is gone.
 CREATE FUNCTION __schema__._waiter_dead(w __schema__.waiters) RETURNS boolean
 LANGUAGE sql STABLE AS $$
     SELECT w.wait_until <= now()
@@ -92,6 +96,12 @@ BEGIN
     SELECT permits INTO k FROM __schema__.locks WHERE name = p_name;
     FOR w IN SELECT * FROM __schema__.waiters WHERE name = p_name ORDER BY seq LOOP
         IF __schema__._waiter_dead(w) THEN
+            IF w.wait_until > now() AND w.orphaned_at IS NULL THEN
+                UPDATE __schema__.waiters SET orphaned_at = now() WHERE waiter_id = w.waiter_id;
+                CONTINUE;  -- its listener may be reconnecting: skip it, keep its place
+            ELSIF w.wait_until > now() AND w.orphaned_at > now() - interval '3 seconds' THEN
+                CONTINUE;
+            END IF;
             DELETE FROM __schema__.waiters WHERE waiter_id = w.waiter_id;
             v_dropped := v_dropped + 1;
             CONTINUE;
@@ -212,7 +222,9 @@ BEGIN
         -- ones) before deciding, so a crashed waiter never blocks the lock.
         PERFORM __schema__._promote(p_name);
         SELECT * INTO h FROM __schema__._holders(p_name);
-        v_queued := EXISTS (SELECT 1 FROM __schema__.waiters WHERE name = p_name);
+        -- orphans (listener gone, see _promote) do not make a newcomer queue behind them
+        v_queued := EXISTS (SELECT 1 FROM __schema__.waiters
+                             WHERE name = p_name AND orphaned_at IS NULL);
     END IF;
 
     IF NOT v_queued AND __schema__._compatible(p_mode, k.permits, h.n_exclusive, h.n_shared) THEN
@@ -463,6 +475,9 @@ BEGIN
      WHERE k.name = (SELECT name FROM __schema__.leases WHERE lease_id = p_lease_id)
        FOR UPDATE OF k;
     IF FOUND THEN
+        -- lock the lease row too before reading the clock: a qualification checked
+        -- before waiting for a row lock is not checked again after it
+        PERFORM 1 FROM __schema__.leases WHERE lease_id = p_lease_id FOR UPDATE;
         WITH upd AS (
             UPDATE __schema__.leases
                SET expires_at = clock_timestamp() + p_ttl_ms * interval '1 millisecond',
