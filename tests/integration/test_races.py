@@ -133,7 +133,7 @@ async def test_grant_delivered_to_a_stalled_loop_counts_from_the_database(
 
     thread = threading.Thread(target=release_elsewhere)
     thread.start()
-    time.sleep(1.6)  # the event loop is busy while the grant is announced
+    time.sleep(1.6)  # noqa: ASYNC251 - the event loop is busy while the grant is announced
     thread.join()
     lease = await asyncio.wait_for(waiter, 5)
     assert lease.remaining() < 0.6, "1.5 s of a 2 s lease had passed before the grant was seen"

@@ -20,7 +20,7 @@ _NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.M)
 
 def check_schema(schema: str) -> str:
     """Return ``schema`` if it is a safe lowercase identifier of at most 40 characters."""
-    if not _IDENT.match(schema):
+    if not _IDENT.fullmatch(schema):
         raise LockValidationError(
             f"schema name {schema!r} must match {_IDENT.pattern} (lowercase, digits, underscore)",
             schema=schema,
