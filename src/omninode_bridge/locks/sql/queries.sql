@@ -122,7 +122,7 @@ SELECT lease_id, name AS lock_name, owner_id, mode, token, hold_count, ttl_ms, a
 SELECT owner_id, mode, seq, enqueued_at,
        ceil(extract(epoch FROM now() - enqueued_at) * 1000)::bigint AS waiting_ms
   FROM __schema__.waiters
- WHERE name = $1 AND wait_until > now()
+ WHERE name = $1 AND wait_until > now() AND orphaned_at IS NULL
  ORDER BY seq;
 
 -- name: list_locks
@@ -134,7 +134,7 @@ SELECT k.name, k.permits, k.fence,
        min(l.expires_at) AS next_expiry,
        array_remove(array_agg(DISTINCT l.owner_id), NULL) AS owners,
        (SELECT count(*) FROM __schema__.waiters w
-         WHERE w.name = k.name AND w.wait_until > now()) AS waiters
+         WHERE w.name = k.name AND w.wait_until > now() AND w.orphaned_at IS NULL) AS waiters
   FROM __schema__.locks k
   JOIN __schema__.leases l ON l.name = k.name AND l.expires_at > now()
  WHERE ($1::text IS NULL OR starts_with(k.name, $1::text))
@@ -148,7 +148,7 @@ HAVING ($2::text IS NULL OR bool_or(l.owner_id = $2::text))
 -- name: counts
 SELECT (SELECT count(DISTINCT name) FROM __schema__.leases WHERE expires_at > now()) AS active_locks,
        (SELECT count(*) FROM __schema__.leases WHERE expires_at > now()) AS active_leases,
-       (SELECT count(*) FROM __schema__.waiters WHERE wait_until > now()) AS waiters,
+       (SELECT count(*) FROM __schema__.waiters WHERE wait_until > now() AND orphaned_at IS NULL) AS waiters,
        (SELECT count(*) FROM __schema__.leases WHERE expires_at <= now()) AS expired_unreaped,
        (SELECT count(*) FROM __schema__.locks) AS known_locks;
 
