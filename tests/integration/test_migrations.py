@@ -90,3 +90,14 @@ async def test_edited_or_unknown_migrations_are_refused(dsn: str) -> None:
     with pytest.raises(LockDatabaseError, match="does not know"):
         await migrate(conn, "omninode_locks")
     await conn.close()
+
+
+async def test_creating_the_schema_is_logged_once(dsn: str, caplog: pytest.LogCaptureFixture) -> None:
+    settings = LockSettings(schema="logged_once", pool_min=1, pool_max=2)
+    with caplog.at_level("INFO", logger="omninode_bridge"):
+        for _ in range(2):
+            async with LockClient.connect(dsn, settings=settings, cleanup=False):
+                pass
+    created = [r for r in caplog.records if "created lock schema logged_once" in r.getMessage()]
+    assert len(created) == 1
+    assert "leases" in created[0].getMessage() and "waiters" in created[0].getMessage()

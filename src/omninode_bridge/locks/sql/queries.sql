@@ -55,10 +55,6 @@ SELECT r.*, floor(extract(epoch FROM r.expires_at - clock_timestamp()) * 1000)::
 SELECT r.*, floor(extract(epoch FROM r.expires_at - clock_timestamp()) * 1000)::bigint AS remaining_ms
   FROM __schema__.acquire_in_txn($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb) r;
 
--- name: poll_wait
-SELECT r.*, floor(extract(epoch FROM r.expires_at - clock_timestamp()) * 1000)::bigint AS remaining_ms
-  FROM __schema__.poll_wait($1) r;
-
 -- name: poll_waiters
 SELECT r.*, floor(extract(epoch FROM r.expires_at - clock_timestamp()) * 1000)::bigint AS remaining_ms
   FROM __schema__.poll_waiters($1::uuid[]) r;
