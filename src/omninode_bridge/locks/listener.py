@@ -36,6 +36,7 @@ from typing import Any
 import asyncpg
 
 from omninode_bridge.core.logging import LogLevel, emit_log_event
+from omninode_bridge.locks.models import Lease
 
 EXPIRY_MARGIN = 0.002  # re-check this long after a blocking lease's expiry
 ABANDONED_FOR = 3600.0  # how long a given-up lease id is remembered
@@ -48,10 +49,12 @@ class WaitSlot:
     that confirmed it; ``due`` is when a lease blocking this waiter expires.
     """
 
-    __slots__ = ("due", "event", "gone", "grant", "queued", "sent_at")
+    __slots__ = ("due", "enqueued_at", "event", "gone", "grant", "queued", "refine", "sent_at")
 
     def __init__(self) -> None:
         self.event = asyncio.Event()
+        self.enqueued_at = 0.0  # when the (latest) queue request was sent
+        self.refine = False  # the grant's deadline is a conservative bound: refine it
         self.queued = False  # set once the database confirmed the queue entry
         self.grant: Any = None  # a lease row (asyncpg Record) with remaining_ms
         self.sent_at = 0.0
@@ -84,6 +87,7 @@ class GrantListener:
         self._slots: dict[str, WaitSlot] = {}
         self._abandoned: dict[str, float] = {}
         self._to_confirm: set[str] = set()
+        self._to_refine: dict[str, Lease] = {}
         self._lock = asyncio.Lock()  # opening the connection
         self._busy = asyncio.Lock()  # one query at a time on the connection
         self._kick = asyncio.Event()
@@ -168,15 +172,56 @@ class GrantListener:
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
         self.notifications += 1
         try:
-            lease_id = str(json.loads(str(payload)).get("lease_id"))
-        except (ValueError, AttributeError):
+            grant = json.loads(str(payload))
+            lease_id = str(grant["lease_id"])
+        except (ValueError, TypeError, KeyError):
             return
         slot = self._slots.get(lease_id)
         if slot is not None and slot.grant is None and not slot.gone:
-            self._to_confirm.add(lease_id)
-            self._spawn(self._confirm())
+            self._announced(slot, lease_id, grant)
         elif lease_id in self._abandoned:
             self._spawn(self._release_abandoned(lease_id))
+
+    def _announced(self, slot: WaitSlot, lease_id: str, grant: dict[str, Any]) -> None:
+        """A grant for ``slot``. The grant happened after the waiter's queue request was
+        sent, so that send time plus the TTL is a deadline that errs early. When it still
+        leaves at least half the TTL, the waiter takes the lease at once (the exact
+        remaining time is fetched in the background); otherwise it waits for the answer.
+        """
+        ttl = grant["ttl_ms"] / 1000
+        if slot.enqueued_at + ttl - time.monotonic() >= ttl / 2:
+            slot.grant, slot.sent_at, slot.refine = (
+                {**grant, "remaining_ms": grant["ttl_ms"]},
+                slot.enqueued_at,
+                True,
+            )
+            slot.event.set()
+        else:
+            self._to_confirm.add(lease_id)
+            self._spawn(self._confirm())
+
+    def refine(self, lease: Lease) -> None:
+        """Fetch the exact remaining time of a lease taken on a conservative deadline; if
+        it is already gone, mark it lost."""
+        self._to_refine[lease.lease_id] = lease
+        self._spawn(self._refine())
+
+    async def _refine(self) -> None:
+        if not self._to_refine:
+            return
+        leases, self._to_refine = self._to_refine, {}
+        sent = time.monotonic()
+        try:
+            rows = await self._query("granted_leases", [uuid.UUID(i) for i in leases])
+        except Exception:  # the conservative deadline stands
+            return
+        found = {str(r["lease_id"]): r for r in rows}
+        for lease_id, lease in leases.items():
+            row = found.get(lease_id)
+            if row is not None:
+                lease.local_deadline = max(lease.local_deadline, sent + row["remaining_ms"] / 1000)
+            elif lease.lost is None and lease.local_deadline > sent:
+                lease.lost = "expired or released before the grant was delivered"
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

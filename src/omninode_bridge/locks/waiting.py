@@ -66,7 +66,7 @@ async def wait_in_queue(client: LockClient, req: AcquireRequest) -> Lease:
 async def _wait(client: LockClient, req: AcquireRequest, slot: WaitSlot, deadline: float) -> Lease:
     while True:  # one pass per queue entry: again only if the database dropped it
         pid = await client.listener.ensure_started()  # the current listener, after any reconnect
-        sent = time.monotonic()
+        sent = slot.enqueued_at = time.monotonic()
         row = await client.settled(client._call("acquire", *req.args(pid), deadline=deadline), undo=_nothing)
         if row["status"] == "granted":
             return Lease.from_record(row, sent)
@@ -81,7 +81,10 @@ async def _wait(client: LockClient, req: AcquireRequest, slot: WaitSlot, deadlin
                 await asyncio.wait_for(slot.event.wait(), remaining)
             slot.event.clear()
         if slot.grant is not None:
-            return Lease.from_record(slot.grant, slot.sent_at)
+            lease = Lease.from_record(slot.grant, slot.sent_at)
+            if slot.refine:
+                client.listener.refine(lease)
+            return lease
         slot.gone = slot.queued = False  # dropped (e.g. our listener was gone): queue again
 
 
