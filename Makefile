@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck check bench-engine bench-generate clean
+.PHONY: run test lint typecheck check bench-engine bench-compare bench-generate clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -32,6 +32,10 @@ check: lint typecheck test
 
 bench-engine: $(STAMP)
 	$(BIN)/python -m bench.engine
+
+# Before/after of the engine bench against a git revision: make bench-compare BASE=<rev>
+bench-compare: $(STAMP)
+	$(BIN)/python -m bench.compare --base $(BASE)
 
 bench-generate: $(STAMP)
 	$(BIN)/python -m bench.generate
