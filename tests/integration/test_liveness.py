@@ -165,3 +165,26 @@ def test_threads_of_one_sync_client_are_distinct_owners(dsn: str, settings: Lock
         lease = locks.acquire("re", ttl=5, reentrant=True)
         assert isinstance(locks.acquire("re", ttl=5, reentrant=True), Lease), "same thread re-enters"
         assert locks.owned(lease) and locks.locked("re")
+
+
+async def test_many_waiters_time_out_on_time_and_not_before(locks: LockClient) -> None:
+    """300 waiters with staggered waits on a lock nobody releases: each gets
+    LOCK_TIMEOUT no earlier than its wait and at most 0.5 s after it."""
+    from omninode_bridge.locks import LockTimeoutError
+
+    await locks.acquire("never", "H", ttl=60)
+    overruns: list[float] = []
+
+    async def one(i: int) -> None:
+        wait = 1.0 + (i % 10) / 10
+        started = time.monotonic()
+        try:
+            await locks.acquire("never", f"w{i}", ttl=30, wait=wait)
+        except LockTimeoutError:
+            overruns.append(time.monotonic() - started - wait)
+
+    await asyncio.gather(*(one(i) for i in range(300)))
+    assert len(overruns) == 300
+    assert min(overruns) >= 0, "a waiter gave up before its wait"
+    assert max(overruns) < 0.5, f"timeouts overran their wait by up to {max(overruns):.2f}s"
+    assert (await locks.get_lock_info("never")).waiters == []
