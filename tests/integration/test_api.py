@@ -137,3 +137,13 @@ async def test_connect_reports_a_backend_lost_during_migration_as_database_error
         await opening
     await tx.rollback()
     await holder.close()
+
+
+async def test_a_busy_lock_says_who_holds_it(locks: LockClient) -> None:
+    from omninode_bridge.locks import LockHeldByOtherError
+
+    await locks.acquire("who", "billing-7", ttl=30)
+    with pytest.raises(LockHeldByOtherError) as info:
+        await locks.acquire("who", "reports-2", ttl=30)
+    assert "billing-7" in str(info.value) and info.value.details["holders"] == ["billing-7"]
+    assert info.value.to_wire()["error_code"] == "LOCK_HELD_BY_OTHER"

@@ -47,11 +47,14 @@ def acquire_error(row: Row, name: str) -> LockError:
     status, detail = row["status"], row["detail"]
     if status == "busy":
         holders = detail.split(",") if detail else []
+        who = ", ".join(holders) if holders else "another owner (its lease is expiring)"
+        retry = row["retry_ms"]
+        when = "" if retry is None else f"; the earliest lease ends in {retry / 1000:.3g}s"
         return LockHeldByOtherError(
-            f"lock {name!r} is held by another owner",
+            f"lock {name!r} is held by {who}{when}",
             lock_name=name,
             holders=holders,
-            retry_after_ms=row["retry_ms"],
+            retry_after_ms=retry,
         )
     if status == "deadlock":
         return DeadlockDetectedError(
