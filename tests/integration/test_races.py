@@ -5,6 +5,7 @@ and, where it was timing-dependent, repeated many times with random timing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import threading
 import time
@@ -291,3 +292,31 @@ async def test_cancel_racing_its_own_grant_keeps_the_counter_and_the_queue(
     await locks.release(lease)
     # the counter says nobody queues, so the next try-lock takes the fast path at once
     assert isinstance(await locks.acquire("c7", "Q", ttl=30), Lease)
+
+
+async def test_randomized_cancels_racing_grants_keep_counters_and_hand_offs(
+    locks: LockClient, admin_conn: asyncpg.Connection
+) -> None:
+    """200 rounds: a waiter is cancelled at a random moment around the release that
+    grants it. Afterwards nobody holds the lock and the counters match the rows (checked
+    by the fixture), so the next request takes it at once."""
+    rng = random.Random(11)
+    for i in range(200):
+        name = f"cw-{i % 4}"
+        holder = await locks.acquire(name, "H", ttl=30)
+        waiter = asyncio.create_task(locks.acquire(name, "W", ttl=30, wait=10))
+        await asyncio.sleep(rng.uniform(0.002, 0.02))
+        releasing = asyncio.create_task(locks.release(holder))
+        await asyncio.sleep(rng.uniform(0, 0.003))
+        waiter.cancel()
+        await releasing
+        with contextlib.suppress(asyncio.CancelledError):
+            await locks.release(await waiter)  # the grant won the race: give it back
+    await asyncio.sleep(0.3)
+    live = await admin_conn.fetchval(
+        "SELECT count(*) FROM omninode_locks.leases WHERE expires_at > clock_timestamp()"
+    )
+    queued = await admin_conn.fetchval("SELECT count(*) FROM omninode_locks.waiters")
+    assert (live, queued) == (0, 0)
+    for i in range(4):
+        assert await locks.acquire(f"cw-{i}", "N", ttl=30, blocking=False) is not None
