@@ -58,7 +58,6 @@ from omninode_bridge.locks.store import LockStore
 
 PRUNE_INTERVAL = 60.0
 SETTLE_TIMEOUT = 5.0  # how long a cancelled call waits for its statement's outcome
-ABANDON_RETRY_FOR = 60.0  # how long a failed queue exit keeps being retried
 
 
 class _Connecting:
