@@ -23,7 +23,8 @@ _URL = re.compile(r"^(?P<scheme>postgres(?:ql)?)://(?P<rest>.*)$", re.I | re.S)
 _KEYWORD_SECRET = re.compile(r"(?P<key>\b(?:ssl)?password\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'?|[^\s']*)", re.I)
 _QUERY_SECRET = re.compile(r"(?P<key>[?&](?:ssl)?password=)(?P<value>[^&#\s]*)", re.I)
 _ANY_URL_USERINFO = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)(?P<pw>[^\s]*)(?P<tail>@)", re.I)
-_PG_URL_IN_TEXT = re.compile(r"\bpostgres(?:ql)?://[^\s\"'<>]*", re.I)
+# a URL inside prose: ends before whitespace, quotes, and trailing punctuation
+_PG_URL_IN_TEXT = re.compile(r"\bpostgres(?:ql)?://[^\s\"'<>]*[^\s\"'<>).,;:]", re.I)
 
 
 _MIN_SCRUB = 3
@@ -90,7 +91,7 @@ def to_url(dsn: str) -> str:
 def build_url(params: dict[str, str], *, scheme: str = "postgresql", hide: bool = False) -> str:
     """A URL from libpq parameters; with ``hide`` every secret becomes ``***``."""
     rest = dict(params)
-    user = quote(rest.pop("user", ""), safe="")
+    user = quote(rest.pop("user", ""), safe="*" if hide else "")
     password = rest.pop("password", None)
     auth = ""
     if password is not None:

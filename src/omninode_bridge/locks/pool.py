@@ -60,7 +60,8 @@ async def open_pool(cfg: LockSettings) -> tuple[asyncpg.Pool, str]:
             timeout=cfg.connect_timeout,
         )
     except (OSError, ValueError, OverflowError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
-        raise_connect_error(err, dsn, cfg.connect_timeout)
+        # messages name the DSN as the user wrote it (keyword or URL form)
+        raise_connect_error(err, cfg.dsn or dsn, cfg.connect_timeout)
     return pool, dsn
 
 
