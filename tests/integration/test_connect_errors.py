@@ -118,7 +118,7 @@ async def test_keyword_form_dsn_connects(server_dsn: str) -> None:
 async def _system_server_answers() -> bool:
     try:
         conn = await asyncpg.connect(SYSTEM, timeout=3)
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+    except (TimeoutError, OSError, asyncpg.PostgresError):
         return False
     await conn.close()
     return True
