@@ -108,11 +108,11 @@ async def test_keyword_form_dsn_connects(server_dsn: str) -> None:
     """asyncpg reads only URLs; the engine accepts libpq's keyword form too."""
     keyword = make_conninfo(**parse_dsn(server_dsn))
     assert "://" not in keyword
-    async with LockClient.connect(
-        keyword, settings=_settings(), run_migrations=False, cleanup=False
-    ) as locks:
-        async with locks.pool.acquire() as conn:
-            assert await conn.fetchval("SELECT 1") == 1
+    async with (
+        LockClient.connect(keyword, settings=_settings(), run_migrations=False, cleanup=False) as locks,
+        locks.pool.acquire() as conn,
+    ):
+        assert await conn.fetchval("SELECT 1") == 1
 
 
 async def _system_server_answers() -> bool:
