@@ -202,9 +202,21 @@ def _is_our_postmaster(pid: int, folder: Path) -> bool:
 
 
 def _remove_stale_pid_file(folder: Path) -> None:
+    """Remove ``postmaster.pid`` and the socket lock of a server that is gone.
+
+    PostgreSQL cleans up after a dead postmaster itself, unless its pid is still taken:
+    by a zombie nobody has reaped yet (containers) or by an unrelated process.
+    """
     info = _postmaster(folder)
-    if info is not None and not _is_our_postmaster(info["pid"], folder):
-        (folder / "postmaster.pid").unlink(missing_ok=True)
+    if info is None or _is_our_postmaster(info["pid"], folder):
+        return
+    socket_dir = Path(info["socket_dir"]) if info["socket_dir"] else folder
+    lock = socket_dir / f".s.PGSQL.{info['port'] or 5432}.lock"
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        if int(lock.read_text(encoding="utf-8").splitlines()[0]) == info["pid"]:
+            lock.unlink(missing_ok=True)
+            (socket_dir / f".s.PGSQL.{info['port'] or 5432}").unlink(missing_ok=True)
+    (folder / "postmaster.pid").unlink(missing_ok=True)
 
 
 def _prune_handles(folder: Path) -> None:
