@@ -138,9 +138,9 @@ def test_kill_9_of_the_starter_then_the_next_process_adopts_the_server(user: dic
     held = _report(starter)
     assert held["result"] == "granted"
     starter.send_signal(signal.SIGKILL)
-    starter.wait(30)
-    assert starter.stderr is not None and "started the embedded PostgreSQL" in starter.stderr.read()
-    starter.stdin.close() if starter.stdin else None
+    _, starter_err = starter.communicate(timeout=30)
+    assert starter.returncode == -signal.SIGKILL
+    assert "started the embedded PostgreSQL" in starter_err
 
     after, err = _once(user, "job:adopt", user["b"])
     assert after["server_pid"] == held["server_pid"], "the running server is adopted, not replaced"
@@ -154,7 +154,7 @@ def test_kill_9_of_starter_and_server_then_the_next_process_restarts_it(user: di
     starter = _child(user, "hold", "job:restart", user["a"])
     held = _report(starter)
     starter.send_signal(signal.SIGKILL)
-    starter.wait(30)
+    starter.communicate(timeout=30)
     os.kill(held["server_pid"], signal.SIGKILL)
     deadline = time.monotonic() + 20
     while embedded_status(user["data_dir"]).running and time.monotonic() < deadline:
