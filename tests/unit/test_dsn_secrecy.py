@@ -121,3 +121,16 @@ def test_connect_errors_say_what_failed_without_the_password() -> None:
         assert "db.example" in str(err) and "Sekr1tPW" not in str(err)
     bad_port = connect_error(OverflowError("connect(): port must be 0-65535."), dsn)
     assert isinstance(bad_port, LockValidationError) and "Sekr1tPW" not in str(bad_port)
+
+
+@pytest.mark.usefixtures("nothing_remembered")
+def test_log_context_dsn_values_are_parsed_whole() -> None:
+    """A URL with a raw space in its password cannot be cut out of prose; under a DSN key
+    the whole value is one DSN, so the conservative redaction hides all of its user-info."""
+    line = emit_log_event(
+        "info",
+        "pool opened",
+        {"dsn": "postgresql://bob:Sekr1t PW9@db/locks", "database_url": "password=Sekr1tPW"},
+    )
+    _clean(line, ["Sekr1t", "PW9"])
+    assert json.loads(line)["dsn"] == "postgresql://***@db/locks"

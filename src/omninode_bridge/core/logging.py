@@ -15,12 +15,15 @@ from collections.abc import Mapping
 from enum import Enum
 from typing import Any
 
-from omninode_bridge.core.dsn import REDACTED, redact_text
+from omninode_bridge.core.dsn import REDACTED, redact_dsn, redact_text
 
 __all__ = ["REDACTED", "LogLevel", "emit_log_event", "redact", "redact_text"]
 
 _LOGGER = logging.getLogger("omninode_bridge")
 _SECRET_KEYS = re.compile(r"(pass(word)?|secret|token|authorization|api[_-]?key|credential)", re.I)
+# values that are whole connection strings: parsed as one DSN (the conservative fallback
+# then covers forms a search inside free text could cut short, e.g. a space in a password)
+_DSN_KEYS = re.compile(r"(dsn|conninfo|database_url|db_url)", re.I)
 
 
 class LogLevel(str, Enum):
@@ -43,6 +46,8 @@ def redact(value: Any, key: str = "") -> Any:
         return [redact(v) for v in value]
     if isinstance(value, (bool, int, float)) or value is None:
         return value
+    if key and _DSN_KEYS.search(key) and isinstance(value, str):
+        return redact_text(redact_dsn(value))
     # strings, and anything JSON would turn into one (an exception's text may quote a DSN)
     return redact_text(value if isinstance(value, str) else str(value))
 

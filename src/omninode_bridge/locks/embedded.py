@@ -110,10 +110,13 @@ def start_embedded(
     if started and announce and folder not in _ANNOUNCED:
         _ANNOUNCED.add(folder)
         what = "created and started" if created else "started"
+        lifetime = (
+            "it keeps running for your other processes; 'omninode-lock embedded stop' stops it"
+            if keep_running
+            else "it stops when the last process using it exits"
+        )
         print(
-            f"omninode-bridge: {what} the embedded PostgreSQL in {folder} "
-            f"({'it keeps running for your other processes; ' if keep_running else ''}"
-            "'omninode-lock embedded stop' stops it)",
+            f"omninode-bridge: {what} the embedded PostgreSQL in {folder} ({lifetime})",
             file=sys.stderr,
             flush=True,
         )
