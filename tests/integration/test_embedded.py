@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,9 +52,13 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 
 
 @pytest.fixture(scope="module")
-def user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """A pretend user: environment, home, data folder, two working directories."""
-    base = tmp_path_factory.mktemp("emb")
+def user() -> Iterator[dict[str, Any]]:
+    """A pretend user: environment, home, data folder, two working directories.
+
+    A folder of our own, not pytest's tmp_path: pytest prunes old base folders, and
+    another pytest run on this machine must not delete a live server's data under us.
+    """
+    base = Path(tempfile.mkdtemp(prefix="omninode-emb-"))
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("OMNINODE_", "POSTGRES_", "PG", "XDG_DATA"))
     }
@@ -62,8 +68,11 @@ def user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         (base / sub).mkdir()
     script = base / "child.py"
     script.write_text(CHILD)
-    yield {"env": env, "data_dir": data_dir, "a": base / "a", "b": base / "b", "script": script}
-    stop_embedded(data_dir)
+    try:
+        yield {"env": env, "data_dir": data_dir, "a": base / "a", "b": base / "b", "script": script}
+    finally:
+        stop_embedded(data_dir)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _child(user: dict[str, Any], mode: str, name: str, cwd: Path) -> subprocess.Popen[str]:

@@ -133,7 +133,7 @@ class LockSettings(BaseSettings):
             try:
                 check_dsn(dsn)
             except DsnError as err:
-                raise ValueError(err.reason) from None
+                raise ValueError(f"invalid DSN: {err.reason}") from None
         return value
 
     @field_validator("lock_schema")

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
@@ -135,7 +136,15 @@ def worker_main(args: WorkerArgs, events: Any) -> None:
 async def _worker(args: WorkerArgs, events: Any) -> None:
     rng = random.Random(args.seed)
     owner = f"demo-w{args.index}"
-    settings = LockSettings(dsn=args.dsn, schema=args.schema, pool_min=1, pool_max=3, recheck_interval=1.0)
+    # the parent validated the DSN and schema; not parsing them again here keeps the DSN
+    # parser (psycopg) out of the worker's start-up, which the demo's clock waits for
+    settings = LockSettings.model_construct(
+        postgres_dsn=SecretStr(args.dsn),
+        lock_schema=args.schema,
+        pool_min=1,
+        pool_max=3,
+        recheck_interval=1.0,
+    )
     async with LockClient.connect(settings=settings, run_migrations=False, cleanup=False) as locks:
         conn: asyncpg.Connection = await asyncpg.connect(args.dsn)
         try:
