@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import traceback
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -132,3 +133,29 @@ async def test_system_server_database_that_does_not_exist() -> None:
     assert "database 'omninode_no_such_db' does not exist at 127.0.0.1:5432" in str(err)
     err = await _connect_error(f"host=127.0.0.1 port=5432 user=omninode_no_role password={SECRET}")
     assert "authentication failed for user 'omninode_no_role' at 127.0.0.1:5432" in str(err)
+
+
+# every DSN form, each pointing at a closed port; (template, password fragments)
+FORMS = [
+    ("postgresql://bob:Sekr1tPW@127.0.0.1:{port}/locks", ["Sekr1tPW"]),
+    ("postgres://bob:Sekr1tPW@127.0.0.1:{port}/locks", ["Sekr1tPW"]),
+    ("postgresql://bob@127.0.0.1:{port}/locks?password=Sekr1tPW", ["Sekr1tPW"]),
+    ("host=127.0.0.1 port={port} user=bob password=Sekr1tPW", ["Sekr1tPW"]),
+    ("host=127.0.0.1 port={port} user=bob password='Sekr1t PW9'", ["Sekr1t", "PW9"]),
+    ("postgresql://:Sekr1tPW@127.0.0.1:{port}/locks", ["Sekr1tPW"]),
+    ("postgresql://bob:Sekr1t@PW9@127.0.0.1:{port}/locks", ["Sekr1t", "PW9"]),
+    ("postgresql://bob:Sekr%401tPW@127.0.0.1:{port}/locks", ["Sekr%401tPW", "Sekr@1tPW", "1tPW"]),
+]
+
+
+@pytest.mark.parametrize(("template", "fragments"), FORMS)
+async def test_no_form_leaks_through_connect_errors_or_their_causes(
+    template: str, fragments: list[str]
+) -> None:
+    dsn = template.format(port=_closed_port())
+    with pytest.raises(LockError) as caught:
+        await LockClient.connect(dsn, settings=_settings(), cleanup=False)
+    shown = "".join(traceback.format_exception(caught.value))  # the whole chain, as a crash would print
+    for fragment in fragments:
+        assert fragment not in shown, f"{fragment!r} leaked:\n{shown}"
+    assert "connection refused by 127.0.0.1" in str(caught.value) or "unencoded '@'" in str(caught.value)
