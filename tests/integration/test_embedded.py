@@ -215,3 +215,12 @@ def test_two_first_commands_at_once_create_one_server(user: dict[str, Any]) -> N
         assert len(announcements) == 1 and "created and started" in announcements[0], announcements
     finally:
         stop_embedded(data_dir)
+
+
+def test_status_and_stop_before_the_server_ever_existed(user: dict[str, Any]) -> None:
+    never = {**user, "env": {**user["env"], "XDG_DATA_HOME": str(user["b"] / "never")}}
+    status = _cli(never, "embedded", "status")
+    assert status.returncode == 3 and "not created yet" in status.stdout, status.stdout + status.stderr
+    stopped = _cli(never, "embedded", "stop")
+    assert stopped.returncode == 0 and "not running" in stopped.stdout, stopped.stderr
+    assert not (user["b"] / "never").exists(), "asking must not create anything"

@@ -137,6 +137,8 @@ def stop_embedded(data_dir: str | Path | None = None) -> EmbeddedStatus:
     Returns its status from before the stop (``running`` False: nothing was running).
     """
     folder = resolve_data_dir(data_dir)
+    if not folder.parent.is_dir():  # never created: nothing to stop
+        return embedded_status(folder)
     with _start_lock(folder):
         status = embedded_status(folder)
         if status.running:
