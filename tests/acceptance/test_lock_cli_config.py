@@ -122,3 +122,14 @@ async def test_keyword_dsn_with_password_works_and_is_shown_redacted(
     )
     assert code == 0, err
     assert "active locks: 0" in out and SECRET not in out + err
+
+
+async def test_help_lists_every_setting_and_its_variable(user_env: dict[str, str], tmp_path: Path) -> None:
+    from omninode_bridge.locks.config import ENV_VARS, LockSettings
+
+    code, out, _ = await cli("--help", env=user_env, cwd=tmp_path)
+    assert code == 0
+    for name, var in ENV_VARS.items():
+        assert f"{var} " in out and f" {name}" in out
+    public = {f.alias or n for n, f in LockSettings.model_fields.items()}
+    assert public == set(ENV_VARS), "every setting has a documented variable"

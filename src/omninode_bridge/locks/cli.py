@@ -24,7 +24,7 @@ from rich.table import Table
 
 from omninode_bridge.core.logging import redact_text
 from omninode_bridge.locks.client import LockClient
-from omninode_bridge.locks.config import LockSettings
+from omninode_bridge.locks.config import CONFIG_VAR, ENV_VARS, LockSettings
 from omninode_bridge.locks.errors import LockError
 from omninode_bridge.locks.migrate import migrate as apply_migrations
 
@@ -101,8 +101,21 @@ def db_options(command: F) -> F:
 pass_ctx = click.make_pass_decorator(Context, ensure=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--dsn", envvar=None, help="PostgreSQL DSN (default: environment, else embedded).")
+_EPILOG = (
+    "\b\nConfiguration (arguments > environment > ./.env > the TOML file named by "
+    f"{CONFIG_VAR}, table [omninode]); variable, then file key:\n"
+    + "\n".join(f"  {var:<42} {name}" for name, var in ENV_VARS.items())
+    + f"\n  {'POSTGRES_HOST/PORT/DATABASE/USER/PASSWORD':<42} dsn (seed-compatible)"
+    + "\nWith no DSN, your own embedded PostgreSQL is used (see 'omninode-lock embedded status')."
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=_EPILOG)
+@click.option(
+    "--dsn",
+    envvar=None,
+    help="PostgreSQL DSN, URL or key=value form (default: configuration, else embedded).",
+)
 @click.option("--schema", default=None, help="Schema holding the lock tables (default omninode_locks).")
 @click.pass_context
 def main(ctx: click.Context, dsn: str | None, schema: str | None) -> None:
