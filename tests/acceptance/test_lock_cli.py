@@ -182,12 +182,18 @@ async def test_no_database_configured_starts_reuses_and_stops_an_embedded_server
         assert proc.returncode is not None
         return proc.returncode, out.decode() + err.decode()
 
-    code, text = await run("migrate")
-    assert code == 0, text
-    assert "applied migrations 0001" in text, text
-    assert (data_dir / "PG_VERSION").exists(), "the data lives under the configured folder"
-    assert not _postmaster_running(data_dir), "the server stops when the command exits"
-    code, text = await run("migrate")  # the same data folder is reused: nothing to apply
-    assert code == 0, text
-    assert "up to date" in text.lower(), text
+    try:
+        code, text = await run("migrate")
+        assert code == 0, text
+        assert "applied migrations 0001" in text, text
+        assert (data_dir / "PG_VERSION").exists(), "the data lives under the configured folder"
+        assert f"created and started the embedded PostgreSQL in {data_dir}" in text
+        assert _postmaster_running(data_dir), "the server keeps running for the user's other processes"
+        code, text = await run("migrate")  # the running server is adopted: nothing to apply
+        assert code == 0, text
+        assert "up to date" in text.lower(), text
+        assert "started the embedded" not in text, "announced once, by the process that started it"
+    finally:
+        code, text = await run("embedded", "stop")
+    assert code == 0 and "stopped the embedded PostgreSQL" in text, text
     assert not _postmaster_running(data_dir)

@@ -33,7 +33,11 @@ def test_settings_from_file_with_env_precedence(tmp_path: Path) -> None:
         '[omninode]\nschema = "from_file"\ndefault_ttl = 12\nclient_tokens = ["tok-alpha", "tok-beta"]\n'
     )
     s = LockSettings.load({"OMNINODE_CONFIG": str(cfg), "OMNINODE_DEFAULT_TTL": "20"})
-    assert (s.schema, s.default_ttl, s.client_tokens) == ("from_file", 20.0, ("tok-alpha", "tok-beta"))
+    assert (s.schema, s.default_ttl, s.token_values("client")) == (
+        "from_file",
+        20.0,
+        ("tok-alpha", "tok-beta"),
+    )
     assert "tok-alpha" not in repr(s), "tokens must not show in repr"
     cfg.write_text("[omninode]\nbogus = 1\n")
     with pytest.raises(LockValidationError, match="bogus"):

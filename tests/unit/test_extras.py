@@ -54,3 +54,18 @@ def test_a_cli_without_its_extra_names_the_extra() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 2
     assert "omninode-bridge[service]" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_without_psycopg_url_dsns_still_work_and_keyword_dsns_say_why() -> None:
+    code = (
+        "import sys; sys.modules['psycopg'] = None\n"
+        "from omninode_bridge.core.dsn import check_dsn, DsnError, redact_dsn\n"
+        "p = check_dsn('postgresql://svc:s3cr%40t@db.example:6543/app?sslmode=require')\n"
+        "assert p == {'host': 'db.example', 'port': '6543', 'user': 'svc', 'password': 's3cr@t',"
+        " 'dbname': 'app', 'sslmode': 'require'}, p\n"
+        "assert 's3cr' not in redact_dsn('postgresql://svc:s3cr%40t@db.example:6543/app')\n"
+        "try:\n    check_dsn('host=db password=hunter22')\nexcept DsnError as e:\n"
+        "    assert 'psycopg' in str(e) and 'hunter22' not in str(e); print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "ok", done.stderr

@@ -1,10 +1,11 @@
 """``omninode-lock``: operate the lock service from a shell.
 
-Subcommands: ``migrate``, ``status``, ``force-release``, ``events`` and ``demo``.
-The database comes from ``--dsn``, else the environment / config file
-(:meth:`LockSettings.load`), else an embedded PostgreSQL under ``.omninode/pgdata``.
-Expected failures print one line on stderr and exit non-zero; no password is ever
-printed (messages go through :func:`redact_text`).
+Subcommands: ``migrate``, ``status``, ``force-release``, ``events``, ``demo`` and
+``embedded status|stop``. The database comes from ``--dsn``, else the environment /
+``.env`` / config file (:meth:`LockSettings.load`), else this user's embedded PostgreSQL.
+Expected failures (bad settings included) print one line on stderr and exit non-zero; no
+password is ever printed (messages go through :func:`redact_text`, which also scrubs
+every configured DSN's password).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from rich.table import Table
 
 from omninode_bridge.core.logging import redact_text
 from omninode_bridge.locks.client import LockClient
-from omninode_bridge.locks.config import LockSettings
+from omninode_bridge.locks.config import CONFIG_VAR, ENV_VARS, LockSettings
 from omninode_bridge.locks.errors import LockError
 from omninode_bridge.locks.migrate import migrate as apply_migrations
 
@@ -45,12 +46,11 @@ def run(factory: Callable[[], Awaitable[T]], settings: LockSettings) -> T:
     try:
         return asyncio.run(_guard(factory))
     except LockError as err:
-        fail(f"{err.code}: {err.message}")
+        fail(str(err))
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
         fail(f"DATABASE_ERROR: {type(err).__name__}: {err}")
-    except ValueError as err:
-        # asyncpg rejects a malformed DSN with a bare ValueError; its text may quote the
-        # DSN, so only the redacted DSN is shown
+    except (ValueError, OverflowError) as err:
+        # the driver's words may quote the DSN: show only the redacted DSN
         fail(f"VALIDATION_ERROR: invalid DSN {settings.safe_dsn()} ({type(err).__name__})")
     except KeyboardInterrupt:
         fail("interrupted", 130)
@@ -67,13 +67,16 @@ class Context:
         self.dsn = dsn
         self.schema = schema
 
-    def settings(self, **overrides: Any) -> LockSettings:
+    def settings(self, pool_max: int | None = None) -> LockSettings:
+        """The user's settings, validated as configured; then (for short commands) a
+        smaller pool. Invalid pool settings are reported, not hidden by the override."""
         try:
-            return LockSettings.load(dsn=self.dsn, schema=self.schema, **overrides)
+            settings = LockSettings.load(dsn=self.dsn, schema=self.schema)
+            if pool_max is not None:
+                settings = settings.replace(pool_min=1, pool_max=min(pool_max, settings.pool_max))
+            return settings
         except LockError as err:
-            fail(f"{err.code}: {err.message}")
-        except (TypeError, ValueError) as err:
-            fail(f"VALIDATION_ERROR: invalid configuration: {err}")
+            fail(str(err))
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -98,8 +101,21 @@ def db_options(command: F) -> F:
 pass_ctx = click.make_pass_decorator(Context, ensure=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--dsn", envvar=None, help="PostgreSQL DSN (default: environment, else embedded).")
+_EPILOG = (
+    "\b\nConfiguration (arguments > environment > ./.env > the TOML file named by "
+    f"{CONFIG_VAR}, table [omninode]); variable, then file key:\n"
+    + "\n".join(f"  {var:<42} {name}" for name, var in ENV_VARS.items())
+    + f"\n  {'POSTGRES_HOST/PORT/DATABASE/USER/PASSWORD':<42} dsn (seed-compatible)"
+    + "\nWith no DSN, your own embedded PostgreSQL is used (see 'omninode-lock embedded status')."
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=_EPILOG)
+@click.option(
+    "--dsn",
+    envvar=None,
+    help="PostgreSQL DSN, URL or key=value form (default: configuration, else embedded).",
+)
 @click.option("--schema", default=None, help="Schema holding the lock tables (default omninode_locks).")
 @click.pass_context
 def main(ctx: click.Context, dsn: str | None, schema: str | None) -> None:
@@ -112,7 +128,7 @@ def main(ctx: click.Context, dsn: str | None, schema: str | None) -> None:
 @pass_ctx
 def migrate_cmd(ctx: Context) -> None:
     """Create or upgrade the lock schema; print the versions applied."""
-    settings = ctx.settings(pool_min=1, pool_max=1)
+    settings = ctx.settings(pool_max=1)
 
     async def go() -> list[int]:
         opening = LockClient.connect(settings=settings, run_migrations=False, cleanup=False)
@@ -136,7 +152,7 @@ def migrate_cmd(ctx: Context) -> None:
 def status_cmd(ctx: Context, prefix: str | None, limit: int) -> None:
     """Counts and the currently held locks."""
 
-    settings = ctx.settings(pool_min=1, pool_max=2)
+    settings = ctx.settings(pool_max=2)
 
     async def go() -> tuple[dict[str, int], list[Any]]:
         async with LockClient.connect(settings=settings, cleanup=False) as locks:
@@ -175,7 +191,7 @@ def status_cmd(ctx: Context, prefix: str | None, limit: int) -> None:
 def force_release_cmd(ctx: Context, name: str, reason: str) -> None:
     """Admin: free every lease of NAME now."""
 
-    settings = ctx.settings(pool_min=1, pool_max=1)
+    settings = ctx.settings(pool_max=1)
 
     async def go() -> int:
         async with LockClient.connect(settings=settings, cleanup=False) as locks:
@@ -194,7 +210,7 @@ def force_release_cmd(ctx: Context, name: str, reason: str) -> None:
 def events_cmd(ctx: Context, lock_name: str | None, limit: int, as_json: bool) -> None:
     """The newest events from the outbox, newest first."""
 
-    settings = ctx.settings(pool_min=1, pool_max=1)
+    settings = ctx.settings(pool_max=1)
 
     async def go() -> list[dict[str, Any]]:
         async with LockClient.connect(settings=settings, cleanup=False) as locks:
@@ -236,12 +252,83 @@ def demo_cmd(ctx: Context, seconds: float, workers: int, quiet: bool) -> None:
     try:
         ok = run_demo(settings, seconds=seconds, workers=workers, live=not quiet)
     except LockError as err:
-        fail(f"{err.code}: {err.message}")
+        fail(str(err))
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
         fail(f"DATABASE_ERROR: {type(err).__name__}: {err}")
     except KeyboardInterrupt:
         fail("interrupted", 130)
     sys.exit(0 if ok else EXIT_ERROR)
+
+
+EXIT_NOT_RUNNING = 3  # as `pg_ctl status` and LSB init scripts say "not running"
+
+
+@main.group("embedded")
+def embedded_group() -> None:
+    """This user's embedded PostgreSQL (used when no database is configured)."""
+
+
+def _embedded_dir(data_dir: str | None) -> str:
+    if data_dir is not None:
+        return data_dir
+    try:
+        return LockSettings.load().data_dir
+    except LockError as err:
+        fail(str(err))
+
+
+_data_dir_option = click.option(
+    "--data-dir", default=None, help="The server's data folder (default: OMNINODE_DATA_DIR, else per user)."
+)
+
+
+@embedded_group.command("status")
+@_data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def embedded_status_cmd(data_dir: str | None, as_json: bool) -> None:
+    """Is the embedded server running, where, since when; exit 3 when it is not."""
+    from omninode_bridge.locks.embedded import embedded_status
+
+    status = embedded_status(_embedded_dir(data_dir))
+    if as_json:
+        record = {
+            "data_dir": str(status.data_dir),
+            "initialised": status.initialised,
+            "running": status.running,
+            "pid": status.pid,
+            "dsn": status.dsn,
+            "started_at": status.started_at.isoformat() if status.started_at else None,
+        }
+        click.echo(json.dumps(record, sort_keys=True))
+    elif status.running:
+        since = status.started_at.astimezone().strftime("%Y-%m-%d %H:%M:%S") if status.started_at else "?"
+        click.echo(f"running: pid {status.pid}, since {since}")
+        click.echo(f"data:    {status.data_dir}")
+        click.echo(f"dsn:     {status.dsn}")
+    else:
+        state = (
+            "not running"
+            if status.initialised
+            else "not created yet (the first command without a DSN creates it)"
+        )
+        click.echo(f"{state}: {status.data_dir}")
+    sys.exit(0 if status.running else EXIT_NOT_RUNNING)
+
+
+@embedded_group.command("stop")
+@_data_dir_option
+def embedded_stop_cmd(data_dir: str | None) -> None:
+    """Stop the embedded server (its clients are disconnected; data is kept)."""
+    from omninode_bridge.locks.embedded import EmbeddedError, stop_embedded
+
+    try:
+        status = stop_embedded(_embedded_dir(data_dir))
+    except (EmbeddedError, OSError) as err:
+        fail(f"cannot stop the embedded PostgreSQL: {err}")
+    if status.running:
+        click.echo(f"stopped the embedded PostgreSQL (pid {status.pid}) in {status.data_dir}")
+    else:
+        click.echo(f"not running: {status.data_dir}")
 
 
 def _console() -> Console:

@@ -36,14 +36,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
+from omninode_bridge.core.dsn import DsnError, to_url
 from omninode_bridge.locks.client import LockClient
 from omninode_bridge.locks.config import LockSettings
 from omninode_bridge.locks.embedded import start_embedded
-from omninode_bridge.locks.errors import LockDatabaseError, LockHeldByOtherError, StaleTokenError
+from omninode_bridge.locks.errors import (
+    LockHeldByOtherError,
+    LockValidationError,
+    StaleTokenError,
+)
 from omninode_bridge.locks.migrate import migrate
+from omninode_bridge.locks.pool import raise_connect_error
 from omninode_bridge.locks.queries import check_schema
 
 DEMO_SCHEMA = "omninode_demo"
@@ -129,7 +136,15 @@ def worker_main(args: WorkerArgs, events: Any) -> None:
 async def _worker(args: WorkerArgs, events: Any) -> None:
     rng = random.Random(args.seed)
     owner = f"demo-w{args.index}"
-    settings = LockSettings(dsn=args.dsn, schema=args.schema, pool_min=1, pool_max=3, recheck_interval=1.0)
+    # the parent validated the DSN and schema; not parsing them again here keeps the DSN
+    # parser (psycopg) out of the worker's start-up, which the demo's clock waits for
+    settings = LockSettings.model_construct(
+        postgres_dsn=SecretStr(args.dsn),
+        lock_schema=args.schema,
+        pool_min=1,
+        pool_max=3,
+        recheck_interval=1.0,
+    )
     async with LockClient.connect(settings=settings, run_migrations=False, cleanup=False) as locks:
         conn: asyncpg.Connection = await asyncpg.connect(args.dsn)
         try:
@@ -262,8 +277,14 @@ class DemoResult:
 
 
 def resolve_dsn(settings: LockSettings) -> str:
-    """The configured DSN, or the embedded server's (started once, here in the parent)."""
-    return settings.dsn if settings.dsn is not None else start_embedded(settings.data_dir)
+    """The configured DSN (in the URL form asyncpg reads), or this user's embedded
+    server's (started or adopted once, here in the parent)."""
+    if settings.dsn is None:
+        return start_embedded(settings.data_dir, keep_running=True)
+    try:
+        return to_url(settings.dsn)
+    except DsnError as err:
+        raise LockValidationError(str(err), field="dsn") from None
 
 
 def run_demo(settings: LockSettings, *, seconds: float = 10.0, workers: int = 5, live: bool = True) -> bool:
@@ -328,12 +349,11 @@ async def _prepare(dsn: str, settings: LockSettings, run_id: str) -> None:
 
 
 async def _connect(dsn: str, settings: LockSettings) -> asyncpg.Connection:
+    """A connection, or a one-line error saying what failed (password hidden)."""
     try:
-        conn: asyncpg.Connection = await asyncpg.connect(dsn, timeout=10)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
-        raise LockDatabaseError(
-            f"cannot connect to PostgreSQL at {settings.safe_dsn()}: {type(err).__name__}"
-        ) from err
+        conn: asyncpg.Connection = await asyncpg.connect(dsn, timeout=settings.connect_timeout)
+    except (OSError, ValueError, OverflowError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+        raise_connect_error(err, dsn, settings.connect_timeout)
     return conn
 
 

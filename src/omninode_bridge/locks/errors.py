@@ -1,8 +1,10 @@
 """One exception hierarchy for the lock engine.
 
 Every error carries a wire ``code`` (the SPEC's error codes, used by the HTTP API and
-the node) and an ONEX :class:`EnumCoreErrorCode`. :func:`error_for_code` maps a wire
-code back to its class.
+the node) and an ONEX :class:`EnumCoreErrorCode` (``err.error_code``, also the class
+attribute ``onex_code``). ``str(err)`` shows the wire code, the one users meet on the
+wire and in the CLI: ``LOCK_HELD_BY_OTHER: lock 'x' is held by ...``.
+:func:`error_for_code` maps a wire code back to its class.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ class LockError(ModelOnexError):
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message, self.onex_code, **details)
         self.details: dict[str, Any] = details
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
 
     def to_wire(self) -> dict[str, Any]:
         """``{"error_code", "error_message", "details"}`` as the HTTP API sends it."""

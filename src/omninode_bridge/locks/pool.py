@@ -1,15 +1,25 @@
-"""Opening the engine's connection pool (and the embedded server when needed)."""
+"""Opening the engine's connection pool (and the embedded server when needed).
+
+A failed connection says what failed, in one line, with the password hidden: host not
+found, connection refused at host:port, authentication failed for user X, database Y
+does not exist, timed out, or a malformed DSN (:class:`LockValidationError`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import os
+import socket
+from typing import NoReturn
 
 import asyncpg
 
+from omninode_bridge.core.dsn import DsnError, candidates, parse_dsn, redact_dsn, scrub, to_url
 from omninode_bridge.locks.config import LockSettings
-from omninode_bridge.locks.embedded import start_embedded
-from omninode_bridge.locks.errors import LockDatabaseError, LockValidationError
+from omninode_bridge.locks.embedded import EmbeddedError, start_embedded
+from omninode_bridge.locks.errors import LockDatabaseError, LockError, LockValidationError
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -26,10 +36,19 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 async def open_pool(cfg: LockSettings) -> tuple[asyncpg.Pool, str]:
     """A pool on the configured DSN, or on an embedded PostgreSQL when none is set.
 
-    Returns the pool and the DSN it uses (the listener opens its own connection).
-    Errors name the DSN with its password hidden.
+    Returns the pool and the DSN it uses, in URL form (the listener opens its own
+    connection with it; asyncpg does not read libpq's keyword form).
     """
-    dsn = cfg.dsn if cfg.dsn is not None else await asyncio.to_thread(start_embedded, cfg.data_dir)
+    if cfg.dsn is None:
+        try:
+            dsn = await asyncio.to_thread(start_embedded, cfg.data_dir, keep_running=True)
+        except EmbeddedError as err:
+            raise LockDatabaseError(str(err)) from err
+    else:
+        try:
+            dsn = to_url(cfg.dsn)
+        except DsnError as err:
+            raise LockValidationError(str(err), field="dsn") from None
     try:
         pool = await asyncpg.create_pool(
             dsn,
@@ -38,11 +57,90 @@ async def open_pool(cfg: LockSettings) -> tuple[asyncpg.Pool, str]:
             init=_init_connection,
             reset=_keep_session,
             command_timeout=60,
+            timeout=cfg.connect_timeout,
         )
-    except ValueError as err:  # asyncpg's DSN parser: malformed port, options...
-        raise LockValidationError(f"invalid DSN {cfg.safe_dsn()}", field="dsn") from err
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
-        raise LockDatabaseError(
-            f"cannot connect to PostgreSQL at {cfg.safe_dsn()}: {type(err).__name__}"
-        ) from err
+    except (OSError, ValueError, OverflowError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+        # messages name the DSN as the user wrote it (keyword or URL form)
+        raise_connect_error(err, cfg.dsn or dsn, cfg.connect_timeout)
     return pool, dsn
+
+
+def raise_connect_error(err: BaseException, dsn: str, timeout: float | None = None) -> NoReturn:
+    """Raise :func:`connect_error` for ``err``, chained unless the cause quotes a secret."""
+    mapped = connect_error(err, dsn, timeout)
+    if any(secret in str(err) for secret in candidates(dsn)):
+        raise mapped from None
+    raise mapped from err
+
+
+def connect_error(err: BaseException, dsn: str, timeout: float | None = None) -> LockError:
+    """The engine error for a failed connection attempt on ``dsn``: what failed, no secret."""
+    secrets = candidates(dsn)
+    safe = redact_dsn(dsn)
+    try:
+        params = parse_dsn(dsn)
+    except DsnError as bad:
+        return LockValidationError(str(bad), field="dsn")
+    where = _where(params)
+    user = params.get("user") or os.environ.get("PGUSER") or _os_user()
+    detail = scrub(_text(err), secrets)
+    if isinstance(err, (ValueError, OverflowError, asyncpg.ClientConfigurationError)):
+        return LockValidationError(f"invalid DSN {safe}: {detail}", field="dsn")
+    message = _message(err, where, params, user, detail, timeout)
+    return LockDatabaseError(f"{message} (DSN {safe})", host=where)
+
+
+def _message(
+    err: BaseException, where: str, params: dict[str, str], user: str, detail: str, timeout: float | None
+) -> str:
+    if isinstance(err, TimeoutError):
+        after = f" after {timeout:g} s" if timeout else ""
+        return f"timed out{after} connecting to PostgreSQL at {where}"
+    if isinstance(err, socket.gaierror):
+        return f"host not found: {params.get('host', 'localhost')!r} does not resolve ({detail})"
+    if isinstance(err, ConnectionRefusedError) or _refused(err):
+        return f"connection refused by {where}: is PostgreSQL running and accepting connections there?"
+    if isinstance(err, FileNotFoundError):
+        return f"no PostgreSQL socket at {where}: is the server running?"
+    if isinstance(err, asyncpg.InvalidPasswordError):
+        return f"authentication failed for user {user!r} at {where} ({detail})"
+    if isinstance(err, asyncpg.InvalidAuthorizationSpecificationError):
+        return f"authentication failed for user {user!r} at {where}: {detail}"
+    if isinstance(err, asyncpg.InvalidCatalogNameError):
+        database = params.get("dbname") or user
+        return f"database {database!r} does not exist at {where}"
+    if isinstance(err, asyncpg.PostgresError):
+        return f"PostgreSQL at {where} refused the connection: {detail} (SQLSTATE {err.sqlstate})"
+    return f"cannot connect to PostgreSQL at {where}: {detail}"
+
+
+def _where(params: dict[str, str]) -> str:
+    """``host:port`` (or the socket folder) as the driver will try it."""
+    host = params.get("host") or os.environ.get("PGHOST") or "localhost"
+    port = params.get("port") or os.environ.get("PGPORT") or "5432"
+    if host.startswith("/"):
+        return f"socket {host}/.s.PGSQL.{port}"
+    shown = f"[{host}]" if ":" in host else host
+    return f"{shown}:{port}"
+
+
+def _refused(err: BaseException) -> bool:
+    """asyncpg reports several refused addresses (``localhost``: ::1 and 127.0.0.1) as one OSError."""
+    return isinstance(err, OSError) and (err.errno == errno.ECONNREFUSED or "Connect call failed" in str(err))
+
+
+def _text(err: BaseException) -> str:
+    """The exception's own words on one line, else its class name."""
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
+def _os_user() -> str:
+    try:
+        import getpass
+
+        return getpass.getuser()
+    except Exception:  # no user name in the environment or the password database
+        return "postgres"
