@@ -37,6 +37,7 @@ import asyncpg
 
 from omninode_bridge.core.logging import LogLevel, emit_log_event
 from omninode_bridge.locks.models import Lease
+from omninode_bridge.locks.pool import raise_connect_error
 
 EXPIRY_MARGIN = 0.002  # re-check this long after a blocking lease's expiry
 ABANDONED_FOR = 3600.0  # how long a given-up lease id is remembered
@@ -134,7 +135,10 @@ class GrantListener:
             return self.pid
 
     async def _open(self) -> None:
-        conn: asyncpg.Connection = await asyncpg.connect(self._dsn)
+        try:
+            conn: asyncpg.Connection = await asyncpg.connect(self._dsn)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as err:
+            raise_connect_error(err, self._dsn)
         pid = conn.get_server_pid()
         # Grants are addressed to the waiter's listening backend: one channel per
         # listener, so a process never wakes for another process's grants.
