@@ -1,0 +1,96 @@
+"""The Kafka sink: an idempotent aiokafka producer (acks=all) for lock event envelopes.
+
+Key = lock name, so the events of one lock stay in one partition, in the order sent.
+:meth:`KafkaSink.publish` returns only when the broker acknowledged every message of the
+batch and raises otherwise; the relay marks events relayed only after it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from omninode_bridge.events.envelope import DEFAULT_PREFIX, Envelope, check_prefix, encode, topic_for
+
+REQUEST_TIMEOUT_MS = 5000
+
+
+class BrokerError(Exception):
+    """The broker did not acknowledge a batch (unreachable, timed out, refused)."""
+
+
+class KafkaSink:
+    """Publishes envelopes to ``{prefix}.lock.<kind>.v1``."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        prefix: str = DEFAULT_PREFIX,
+        *,
+        client_id: str = "omninode-bridge-relay",
+        request_timeout_ms: int = REQUEST_TIMEOUT_MS,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.prefix = check_prefix(prefix)
+        self.client_id = client_id
+        self.request_timeout_ms = request_timeout_ms
+        self._producer: Any = None
+
+    def describe(self) -> str:
+        return f"kafka:{self.bootstrap_servers}/{self.prefix}"
+
+    async def start(self) -> None:
+        """Connect the producer; raises :class:`BrokerError` if the broker cannot be reached."""
+        from aiokafka import AIOKafkaProducer  # the [kafka] extra
+        from aiokafka.errors import KafkaError
+
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap_servers,
+            client_id=self.client_id,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=0,
+            max_batch_size=1 << 20,
+            request_timeout_ms=self.request_timeout_ms,
+        )
+        try:
+            await producer.start()
+        except (KafkaError, OSError) as err:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise BrokerError(
+                f"cannot reach Kafka at {self.bootstrap_servers}: {type(err).__name__}"
+            ) from err
+        self._producer = producer
+
+    @property
+    def started(self) -> bool:
+        return self._producer is not None
+
+    async def publish(self, envelopes: list[Envelope]) -> None:
+        """Send the batch and wait for every acknowledgement, in order per lock name."""
+        from aiokafka.errors import KafkaError
+
+        if self._producer is None:
+            await self.start()
+        try:
+            pending = [
+                await self._producer.send(
+                    topic_for(e["event_type"], self.prefix), encode(e), key=e["lock_name"].encode()
+                )
+                for e in envelopes
+            ]
+            await asyncio.gather(*pending)
+        except (KafkaError, OSError) as err:
+            raise BrokerError(f"Kafka did not acknowledge the batch: {type(err).__name__}: {err}") from err
+
+    async def reset(self) -> None:
+        """Drop the producer after a failure (a new one starts on the next publish)."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), self.request_timeout_ms / 1000 + 1)
+
+    async def stop(self) -> None:
+        await self.reset()

@@ -1,0 +1,97 @@
+-- Named statements of the event relay and feed (omninode_bridge.events).
+-- __schema__ is replaced by the validated, quoted schema identifier; values are always
+-- bind parameters. Tables and columns come from migrations 0001 and 0003.
+
+-- name: claim_batch
+-- Lock the oldest unrelayed events that no other relay holds, in id order, and flag as
+-- blocked those for whose lock another relay holds an older event. Only unblocked rows
+-- are published, so the events of one lock reach the broker in commit order even with
+-- many relays (for one lock name, id order is commit order: every event of a lock is
+-- written while holding its lock row). Blocked rows stay locked by this transaction
+-- until it ends and are claimed again by a later batch.
+WITH claimed AS (
+    SELECT id, lock_name FROM __schema__.events
+     WHERE relayed_at IS NULL
+     ORDER BY id
+     LIMIT $1
+       FOR UPDATE SKIP LOCKED
+), held_elsewhere AS (
+    SELECT e.lock_name, min(e.id) AS first_id
+      FROM __schema__.events e
+     WHERE e.relayed_at IS NULL
+       AND e.id < (SELECT max(id) FROM claimed)
+       AND e.id NOT IN (SELECT id FROM claimed)
+     GROUP BY e.lock_name
+)
+SELECT e.id, e.event_id, e.event_type, e.lock_name, e.owner_id, e.token, e.payload,
+       e.created_at, e.correlation_id,
+       EXISTS (SELECT 1 FROM held_elsewhere h
+                WHERE h.lock_name = c.lock_name AND h.first_id < c.id) AS blocked
+  FROM claimed c
+  JOIN __schema__.events e ON e.id = c.id
+ ORDER BY e.id;
+
+-- name: mark_relayed
+UPDATE __schema__.events SET relayed_at = now() WHERE id = ANY($1::bigint[]);
+
+-- name: register_relay
+INSERT INTO __schema__.outbox_relays (relay_id, sink) VALUES ($1, $2)
+ON CONFLICT (relay_id) DO UPDATE SET sink = EXCLUDED.sink, started_at = now(), seen_at = now();
+
+-- name: relay_seen
+UPDATE __schema__.outbox_relays SET seen_at = now(), relayed = $2 WHERE relay_id = $1;
+
+-- name: forget_relays
+DELETE FROM __schema__.outbox_relays;
+
+-- name: relays
+SELECT relay_id, sink, started_at, seen_at, relayed FROM __schema__.outbox_relays ORDER BY relay_id;
+
+-- name: stream_id
+SELECT stream_id FROM __schema__.outbox_stream;
+
+-- name: backlog
+-- Events not yet relayed (counted up to $1, so a feed with no relay stays cheap to ask)
+-- and the age of the oldest, by the database clock.
+SELECT (SELECT count(*) FROM (SELECT 1 FROM __schema__.events
+                               WHERE relayed_at IS NULL LIMIT $1) b)::bigint AS backlog,
+       coalesce(extract(epoch FROM now() - (SELECT created_at FROM __schema__.events
+                                             WHERE relayed_at IS NULL ORDER BY id LIMIT 1)), 0)::float8
+           AS lag_seconds,
+       (SELECT max(id) FROM __schema__.events)::bigint AS last_id;
+
+-- name: feed_page
+-- Events after $1 in id order, with the transactions that were in progress when this
+-- statement's snapshot was taken: an id below the newest one seen here that is still
+-- missing belongs to one of them (or to a rolled-back transaction), never to a
+-- transaction that starts later.
+WITH snap AS (
+    SELECT array(SELECT txid_snapshot_xip(txid_current_snapshot()))::bigint[] AS xip
+)
+SELECT s.xip, e.id, e.event_id, e.event_type, e.lock_name, e.owner_id, e.token, e.payload,
+       e.created_at, e.correlation_id
+  FROM snap s
+  LEFT JOIN LATERAL (
+      SELECT * FROM __schema__.events
+       WHERE id > $1 AND ($3::text IS NULL OR lock_name = $3::text)
+       ORDER BY id LIMIT $2
+  ) e ON true;
+
+-- name: feed_range
+-- Events in ($1, $2], once every transaction that could still add one there has ended.
+SELECT id, event_id, event_type, lock_name, owner_id, token, payload, created_at, correlation_id
+  FROM __schema__.events
+ WHERE id > $1 AND id <= $2 AND ($4::text IS NULL OR lock_name = $4::text)
+ ORDER BY id LIMIT $3;
+
+-- name: in_progress
+-- How many of the given transactions still run in this database (a transaction of
+-- another database cannot write our events, so it is not waited for).
+SELECT count(*)::integer
+  FROM unnest($1::bigint[]) x
+ WHERE txid_status(x) = 'in progress'
+   AND (x % 4294967296) IN (SELECT backend_xid::text::bigint FROM pg_stat_activity
+                             WHERE datname = current_database() AND backend_xid IS NOT NULL);
+
+-- name: last_id
+SELECT coalesce(max(id), 0)::bigint FROM __schema__.events;
