@@ -3,14 +3,23 @@
 Key = lock name, so the events of one lock stay in one partition, in the order sent.
 :meth:`KafkaSink.publish` returns only when the broker acknowledged every message of the
 batch and raises otherwise; the relay marks events relayed only after it returns.
+
+Idempotence needs the broker to answer InitProducerId as aiokafka asks it (version 0).
+Some Kafka-protocol brokers do not (Tansu 0.6 answers UNKNOWN): with
+``idempotence="auto"`` (the default) the sink then says so in a warning and in
+:attr:`KafkaSink.idempotent`, and goes on with acks=all alone. Order per lock is kept
+either way (aiokafka has at most one batch per partition in flight); what idempotence
+adds is that a retried batch is not stored twice - without it a retry may duplicate a
+message, with the same ``event_id``, as after a crash.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, Literal
 
+from omninode_bridge.core.logging import LogLevel, emit_log_event
 from omninode_bridge.events.envelope import DEFAULT_PREFIX, Envelope, check_prefix, encode, topic_for
 
 REQUEST_TIMEOUT_MS = 5000
@@ -30,11 +39,14 @@ class KafkaSink:
         *,
         client_id: str = "omninode-bridge-relay",
         request_timeout_ms: int = REQUEST_TIMEOUT_MS,
+        idempotence: Literal["auto", "on", "off"] = "auto",
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.prefix = check_prefix(prefix)
         self.client_id = client_id
         self.request_timeout_ms = request_timeout_ms
+        self.idempotence = idempotence
+        self.idempotent: bool | None = None  # what the running producer does
         self._producer: Any = None
 
     def describe(self) -> str:
@@ -42,13 +54,39 @@ class KafkaSink:
 
     async def start(self) -> None:
         """Connect the producer; raises :class:`BrokerError` if the broker cannot be reached."""
-        from aiokafka import AIOKafkaProducer  # the [kafka] extra
         from aiokafka.errors import KafkaError
+
+        want = self.idempotence != "off" and self.idempotent is not False
+        try:
+            self._producer = await self._open(idempotent=want)
+            self.idempotent = want
+        except KafkaError as err:
+            if not (want and self.idempotence == "auto" and _refused_producer_id(err)):
+                raise BrokerError(
+                    f"cannot reach Kafka at {self.bootstrap_servers}: {type(err).__name__}"
+                ) from err
+            emit_log_event(LogLevel.WARNING, "Kafka broker refused an idempotent producer; relaying with acks=all "
+                           "only (a retried batch may be stored twice, with the same event_id)",
+                           {"bootstrap_servers": self.bootstrap_servers})  # fmt: skip
+            self.idempotent = False
+            try:
+                self._producer = await self._open(idempotent=False)
+            except KafkaError as again:
+                raise BrokerError(
+                    f"cannot reach Kafka at {self.bootstrap_servers}: {type(again).__name__}"
+                ) from again
+        except OSError as err:
+            raise BrokerError(
+                f"cannot reach Kafka at {self.bootstrap_servers}: {type(err).__name__}"
+            ) from err
+
+    async def _open(self, *, idempotent: bool) -> Any:
+        from aiokafka import AIOKafkaProducer  # the [kafka] extra
 
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap_servers,
             client_id=self.client_id,
-            enable_idempotence=True,
+            enable_idempotence=idempotent,
             acks="all",
             linger_ms=0,
             max_batch_size=1 << 20,
@@ -56,13 +94,11 @@ class KafkaSink:
         )
         try:
             await producer.start()
-        except (KafkaError, OSError) as err:
+        except BaseException:
             with contextlib.suppress(Exception):
                 await producer.stop()
-            raise BrokerError(
-                f"cannot reach Kafka at {self.bootstrap_servers}: {type(err).__name__}"
-            ) from err
-        self._producer = producer
+            raise
+        return producer
 
     @property
     def started(self) -> bool:
@@ -94,3 +130,10 @@ class KafkaSink:
 
     async def stop(self) -> None:
         await self.reset()
+
+
+def _refused_producer_id(err: Exception) -> bool:
+    """The broker answered InitProducerId with an error (not: it could not be reached)."""
+    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError
+
+    return not isinstance(err, KafkaConnectionError | KafkaTimeoutError | NodeNotReadyError)
