@@ -11,7 +11,7 @@ import asyncpg
 
 from omninode_bridge.events.feed import EventFeed
 from omninode_bridge.events.kafka import KafkaSink
-from omninode_bridge.events.relay import Relay
+from omninode_bridge.events.relay import Relay, Sink
 from omninode_bridge.events.wakeup import OutboxWakeup
 from omninode_bridge.locks.config import LockSettings
 from omninode_bridge.locks.errors import LockValidationError
@@ -72,11 +72,12 @@ async def open_relay(
     *,
     pool: asyncpg.Pool | None = None,
     dsn: str | None = None,
+    sink: Sink | None = None,
     batch_size: int = 1000,
 ) -> AsyncIterator[Relay]:
-    """A relay to the configured Kafka; its own pool unless ``pool`` and ``dsn`` are given.
-    Run it with ``await relay.run(stop_event)``."""
-    sink = kafka_sink(settings)
+    """A relay to ``sink`` (default: the configured Kafka); its own pool unless ``pool``
+    and ``dsn`` are given. Run it with ``await relay.run(stop_event)``."""
+    sink = sink or kafka_sink(settings)
     async with contextlib.AsyncExitStack() as stack:
         if pool is None or dsn is None:
             pool, dsn = await stack.enter_async_context(_pool(settings, True))
