@@ -5,12 +5,14 @@ id order, waiting up to ``S`` s (woken by the commit's NOTIFY, not by polling) w
 there are none yet. Resuming with ``after=<last id returned>`` never skips an event:
 
 Outbox ids are drawn before commit, so a transaction can commit id 12 while id 11 is
-still in flight. A page is therefore cut at the first gap. A missing id below the
-newest one seen can only belong to a transaction that was running when the page was
-read (the engine draws ids only after its transaction has an xid, which the snapshot
-lists) or to one that rolled back; when the page starts with a gap, the feed waits
-for exactly those transactions of this database to end and reads the range again.
-Gaps that stay (rollbacks, pruned history) are then final.
+still in flight. A page is therefore cut at the first gap. When the page starts with a
+gap, the feed takes a barrier: a fresh xid ``X`` (newer than every xid assigned so
+far), then waits until no transaction of this database with an xid older than ``X``
+still runs, and reads the range up to the newest id it had seen again. The engine
+draws an outbox id only in a transaction that already has an xid (its first statement
+writes the lock row), and the missing id was drawn before the newest one seen
+committed, so whoever holds it has committed or rolled back by then. Gaps that stay
+(rollbacks, pruned history) are final.
 """
 
 from __future__ import annotations
@@ -71,21 +73,16 @@ class EventFeed:
         ones. When the page starts with a gap, waits up to ``gap_wait`` s for the
         transactions that may fill it, and returns nothing if they still run."""
         check_page(after, limit)
-        rows = await self.pool.fetch(self._q["feed_page"], after, limit, lock_name)
-        xip: list[int] = list(rows[0]["xip"] or [])
-        found = [r for r in rows if r["id"] is not None]
+        found = await self.pool.fetch(self._q["feed_page"], after, limit, lock_name)
         if not found:
             return []
-        if xip:
-            final = _contiguous(found, after) if lock_name is None else []
-            if not final:  # the page starts with a gap some running transaction may fill
-                if not await self._await_transactions(xip, gap_wait):
-                    return []
-                found = await self.pool.fetch(self._q["feed_range"], after, found[-1]["id"], limit, lock_name)
-            else:
-                found = final
+        final = _contiguous(found, after) if lock_name is None else []
+        if not final:  # the page starts with a gap some running transaction may fill
+            if not await self._barrier(gap_wait):
+                return []
+            final = await self.pool.fetch(self._q["feed_range"], after, found[-1]["id"], limit, lock_name)
         stream = await self.stream_id()
-        return [envelope_from_row(r, stream) for r in found]
+        return [envelope_from_row(r, stream) for r in final]
 
     async def follow(
         self, after: int, wait: float = 0.0, limit: int = 100, lock_name: str | None = None
@@ -121,12 +118,13 @@ class EventFeed:
         else:
             await self.wakeup.wait(ticket, seconds)
 
-    async def _await_transactions(self, xip: list[int], seconds: float) -> bool:
-        """Wait (with backoff) until none of ``xip`` runs in this database; False if
-        some still run after ``seconds`` s."""
+    async def _barrier(self, seconds: float) -> bool:
+        """Wait (with backoff) until every transaction of this database that had an xid
+        when this was called has ended; False if some still run after ``seconds``."""
         deadline = time.monotonic() + seconds
+        xid = await self.pool.fetchval(self._q["barrier_xid"])
         delay = 0.0005
-        while await self.pool.fetchval(self._q["in_progress"], xip):
+        while await self.pool.fetchval(self._q["running_before"], xid):
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(delay)

@@ -61,37 +61,31 @@ SELECT (SELECT count(*) FROM (SELECT 1 FROM __schema__.events
        (SELECT max(id) FROM __schema__.events)::bigint AS last_id;
 
 -- name: feed_page
--- Events after $1 in id order, with the transactions that were in progress when this
--- statement's snapshot was taken: an id below the newest one seen here that is still
--- missing belongs to one of them (or to a rolled-back transaction), never to a
--- transaction that starts later.
-WITH snap AS (
-    SELECT array(SELECT txid_snapshot_xip(txid_current_snapshot()))::bigint[] AS xip
-)
-SELECT s.xip, e.id, e.event_id, e.event_type, e.lock_name, e.owner_id, e.token, e.payload,
-       e.created_at, e.correlation_id
-  FROM snap s
-  LEFT JOIN LATERAL (
-      SELECT * FROM __schema__.events
-       WHERE id > $1 AND ($3::text IS NULL OR lock_name = $3::text)
-       ORDER BY id LIMIT $2
-  ) e ON true;
+SELECT id, event_id, event_type, lock_name, owner_id, token, payload, created_at, correlation_id
+  FROM __schema__.events
+ WHERE id > $1 AND ($3::text IS NULL OR lock_name = $3::text)
+ ORDER BY id LIMIT $2;
 
 -- name: feed_range
--- Events in ($1, $2], once every transaction that could still add one there has ended.
+-- Events in ($1, $2], read after the barrier below.
 SELECT id, event_id, event_type, lock_name, owner_id, token, payload, created_at, correlation_id
   FROM __schema__.events
  WHERE id > $1 AND id <= $2 AND ($4::text IS NULL OR lock_name = $4::text)
  ORDER BY id LIMIT $3;
 
--- name: in_progress
--- How many of the given transactions still run in this database (a transaction of
--- another database cannot write our events, so it is not waited for).
+-- name: barrier_xid
+-- An xid newer than every xid assigned before this statement (assigns one to this
+-- otherwise empty transaction).
+SELECT txid_current();
+
+-- name: running_before
+-- How many other transactions of this database still run with an xid older than $1
+-- (32-bit xids compared modulo 2^32, as PostgreSQL does: running ones are never more
+-- than 2^31 apart). Read from the process array, which is what new snapshots use.
 SELECT count(*)::integer
-  FROM unnest($1::bigint[]) x
- WHERE txid_status(x) = 'in progress'
-   AND (x % 4294967296) IN (SELECT backend_xid::text::bigint FROM pg_stat_activity
-                             WHERE datname = current_database() AND backend_xid IS NOT NULL);
+  FROM pg_stat_activity
+ WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL
+   AND (backend_xid::text::bigint - $1::bigint % 4294967296 + 4294967296) % 4294967296 >= 2147483648;
 
 -- name: last_id
 SELECT coalesce(max(id), 0)::bigint FROM __schema__.events;
