@@ -139,10 +139,7 @@ async def test_cli_follow_prints_new_events_and_resumes_after_id(dsn: str, setti
         await asyncio.sleep(1.5)  # started and listening
         async with LockClient.connect(dsn, settings=settings, cleanup=False) as locks:
             await locks.release(await locks.acquire("cli:follow", ttl=30))
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and len(await outbox(dsn)) < len(rows) + 2:
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(2.0)  # the follower prints within its 1 s long poll
         follower.send_signal(signal.SIGTERM)
         out, err = follower.communicate(timeout=30)
     finally:
@@ -155,7 +152,7 @@ async def test_cli_follow_prints_new_events_and_resumes_after_id(dsn: str, setti
     ]
 
 
-async def test_cli_relay_without_kafka_says_how_to_follow(dsn: str) -> None:
+def test_cli_relay_without_kafka_says_how_to_follow(dsn: str) -> None:
     env = {**os.environ, "OMNINODE_POSTGRES_DSN": dsn}
     env.pop("OMNINODE_KAFKA_BOOTSTRAP_SERVERS", None)
     done = subprocess.run([sys.executable, "-m", "omninode_bridge.locks.cli", "relay"], env=env,
