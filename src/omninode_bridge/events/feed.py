@@ -91,13 +91,19 @@ class EventFeed:
         if not 0 <= wait <= 3600:
             raise LockValidationError("wait must be within 0..3600 seconds", field="wait")
         deadline = time.monotonic() + wait
+        armed = False
         while True:
             ticket = self.wakeup.ticket() if self.wakeup is not None else None
             page = await self.read(after, limit, lock_name, max(deadline - time.monotonic(), 0.05))
             remaining = deadline - time.monotonic()
             if page or remaining <= 0:
                 return page
+            if self.wakeup is not None and not armed:  # arm, then read once more before sleeping
+                await self.wakeup.arm()
+                armed = True
+                continue
             await self._sleep(ticket, min(remaining, self.sweep))
+            armed = False
 
     async def stream(
         self, after: int, limit: int = 100, lock_name: str | None = None, heartbeat: float | None = None

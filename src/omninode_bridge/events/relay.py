@@ -8,8 +8,9 @@ the next round (its own after a restart, or another relay's) sends them again wi
 same ``event_id`` - at least once. Live relays never claim the same row, so in normal
 operation nothing is sent twice.
 
-Between rounds the relay sleeps until the outbox trigger's NOTIFY (sent when a
-transaction with events commits) or, as a safety net, ``sweep`` seconds.
+When a round finds nothing the relay arms the outbox trigger, looks once more, and
+sleeps until the NOTIFY of the next commit with events or, as a safety net, ``sweep``
+seconds.
 """
 
 from __future__ import annotations
@@ -156,6 +157,7 @@ class Relay:
         stop = stop or asyncio.Event()
         await self._register()
         backoff = 0.0
+        armed = False
         last_beat = time.monotonic()
         try:
             while not stop.is_set():
@@ -185,7 +187,15 @@ class Relay:
                 if claimed > published:
                     await _sleep_or_stop(stop, 0.005)  # another relay holds older events of a lock
                     continue
+                if published:
+                    armed = False
+                    continue  # more may have committed meanwhile: look again before sleeping
+                if self.wakeup is not None and not armed:
+                    await self.wakeup.arm()  # then one more look before sleeping
+                    armed = True
+                    continue
                 await self._idle(ticket, stop)
+                armed = False
         finally:
             self._state = "stopped"
             with contextlib.suppress(Exception):

@@ -1,9 +1,11 @@
 """Wake-ups from the outbox trigger: one LISTEN connection, any number of sleepers.
 
-Migration 0003 NOTIFYs ``<schema>_outbox`` when a transaction that inserted events
-commits. A sleeper takes a :meth:`OutboxWakeup.ticket` *before* it looks at the table
-and then waits on it, so a commit between its query and its sleep still wakes it. A
-notification carries no data; sleepers always re-read the table, so a lost or merged
+Migration 0003's trigger NOTIFYs ``<schema>_outbox`` when a transaction that inserted
+events commits *and* a sleeper armed it (notifying commits are serialised by
+PostgreSQL, so under load nobody is asleep and nothing notifies). A sleeper calls
+:meth:`OutboxWakeup.arm`, takes a :meth:`OutboxWakeup.ticket`, reads the table once
+more, and only then waits on the ticket, so a commit after its last read wakes it. A
+notification carries no data; sleepers always re-read the table, so a lost
 notification costs at most one sweep interval, never an event.
 """
 
@@ -16,7 +18,7 @@ from typing import Any
 import asyncpg
 
 from omninode_bridge.core.logging import LogLevel, emit_log_event
-from omninode_bridge.events.queries import outbox_channel
+from omninode_bridge.events.queries import load_event_queries, outbox_channel
 
 RECONNECT_DELAY = 1.0
 
@@ -27,6 +29,8 @@ class OutboxWakeup:
     def __init__(self, dsn: str, schema: str) -> None:
         self._dsn = dsn
         self.channel = outbox_channel(schema)
+        self._arm_sql = load_event_queries(schema)["arm_wakeup"]
+        self._arming = asyncio.Lock()
         self._conn: asyncpg.Connection | None = None
         self._event = asyncio.Event()
         self._reconnect: asyncio.Task[None] | None = None
@@ -47,6 +51,18 @@ class OutboxWakeup:
             raise
         conn.add_termination_listener(self._on_lost)
         self._conn = conn
+
+    async def arm(self) -> None:
+        """Ask the next commit with events to notify (call before the last read before
+        sleeping). Without a connection this does nothing: the sweep covers."""
+        async with self._arming:
+            conn = self._conn
+            if conn is None or conn.is_closed():
+                return
+            try:
+                await conn.execute(self._arm_sql)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+                emit_log_event(LogLevel.WARNING, "outbox wake-up not armed", {"error": type(err).__name__})
 
     def ticket(self) -> asyncio.Event:
         """The event the next notification sets; take it before reading the table."""

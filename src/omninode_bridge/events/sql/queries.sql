@@ -89,3 +89,7 @@ SELECT count(*)::integer
 
 -- name: last_id
 SELECT coalesce(max(id), 0)::bigint FROM __schema__.events;
+
+-- name: arm_wakeup
+-- Ask the next commit with events to NOTIFY (the trigger of migration 0003 disarms).
+UPDATE __schema__.outbox_wake SET armed = true WHERE NOT armed;

@@ -14,10 +14,10 @@
 --     change for it.
 --   * a partial index over the rows not yet relayed, which is how a relay claims the
 --     oldest ones (FOR UPDATE SKIP LOCKED) without scanning the relayed history;
---   * a statement-level trigger that NOTIFYs <schema>_outbox when rows are inserted, so
---     a relay or a follower wakes when the writing transaction commits (NOTIFY is
---     delivered at commit, never for a rolled-back transaction; notifications with the
---     same payload in one transaction are folded into one).
+--   * a statement-level trigger that NOTIFYs <schema>_outbox when rows are inserted and
+--     a sleeping relay or follower armed it (see outbox_wake below), so that one wakes
+--     when the writing transaction commits (NOTIFY is delivered at commit, never for a
+--     rolled-back transaction).
 -- and two small tables: the stream identity and the relays that ever registered
 -- (while one is registered, pruning keeps the events no relay has delivered yet).
 
@@ -53,9 +53,27 @@ CREATE TABLE __schema__.outbox_relays (
     relayed    bigint NOT NULL DEFAULT 0
 );
 
+-- Wake-ups. A NOTIFY costs every notifying commit a cluster-wide lock held through its
+-- commit (PostgreSQL serialises notifying commits), so the trigger notifies only when a
+-- listener has armed the flag before going to sleep: the first commit after that
+-- disarms it and notifies; while relays and followers are busy (under load) no commit
+-- notifies at all, and the check is one read of a one-row table. Disarming never
+-- waits (SKIP LOCKED): if another transaction is disarming, that one notifies.
+CREATE TABLE __schema__.outbox_wake (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    armed     boolean NOT NULL DEFAULT false
+);
+INSERT INTO __schema__.outbox_wake (armed) VALUES (false);
+
 CREATE FUNCTION __schema__._outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify(TG_TABLE_SCHEMA || '_outbox', '');
+    IF (SELECT armed FROM __schema__.outbox_wake) THEN
+        PERFORM 1 FROM __schema__.outbox_wake WHERE armed FOR UPDATE SKIP LOCKED;
+        IF FOUND THEN
+            UPDATE __schema__.outbox_wake SET armed = false;
+            PERFORM pg_notify(TG_TABLE_SCHEMA || '_outbox', '');
+        END IF;
+    END IF;
     RETURN NULL;
 END
 $$;
