@@ -9,26 +9,25 @@
 -- many relays (for one lock name, id order is commit order: every event of a lock is
 -- written while holding its lock row). Blocked rows stay locked by this transaction
 -- until it ends and are claimed again by a later batch.
-WITH claimed AS (
+WITH claimed AS MATERIALIZED (
     SELECT id, lock_name FROM __schema__.events
      WHERE relayed_at IS NULL
      ORDER BY id
      LIMIT $1
        FOR UPDATE SKIP LOCKED
-), held_elsewhere AS (
+), held_elsewhere AS MATERIALIZED (
     SELECT e.lock_name, min(e.id) AS first_id
       FROM __schema__.events e
      WHERE e.relayed_at IS NULL
        AND e.id < (SELECT max(id) FROM claimed)
-       AND e.id NOT IN (SELECT id FROM claimed)
+       AND NOT EXISTS (SELECT 1 FROM claimed c WHERE c.id = e.id)
      GROUP BY e.lock_name
 )
 SELECT e.id, e.event_id, e.event_type, e.lock_name, e.owner_id, e.token, e.payload,
-       e.created_at, e.correlation_id,
-       EXISTS (SELECT 1 FROM held_elsewhere h
-                WHERE h.lock_name = c.lock_name AND h.first_id < c.id) AS blocked
+       e.created_at, e.correlation_id, coalesce(h.first_id < c.id, false) AS blocked
   FROM claimed c
   JOIN __schema__.events e ON e.id = c.id
+  LEFT JOIN held_elsewhere h ON h.lock_name = c.lock_name
  ORDER BY e.id;
 
 -- name: mark_relayed
