@@ -189,7 +189,7 @@ def force_release_cmd(ctx: Context, name: str, reason: str) -> None:
 @main.command("events")
 @db_options
 @click.option("--lock", "lock_name", default=None, help="Only events of this lock.")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10000))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events until interrupted.")
 @click.option(
@@ -207,7 +207,8 @@ def events_cmd(
 
     settings = ctx.settings(pool_min=1, pool_max=2)
     if follow or after is not None:
-        run(lambda: _follow_events(settings, lock_name, limit, as_json, follow, after), settings)
+        page = min(limit, 1000)  # per read; --follow keeps reading
+        run(lambda: _follow_events(settings, lock_name, page, as_json, follow, after), settings)
         return
 
     async def go() -> list[dict[str, Any]]:
