@@ -104,7 +104,7 @@ def relay_proc(dsn: str, bootstrap: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "OMNINODE_POSTGRES_DSN": dsn, "OMNINODE_LOCK_SCHEMA": SCHEMA,
            "OMNINODE_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "OMNINODE_KAFKA_TOPIC_PREFIX": PREFIX}  # fmt: skip
     return subprocess.Popen(
-        [sys.executable, "-m", "omninode_bridge.locks.cli", "relay", "--batch-size", "1000"],
+        [sys.executable, "-m", "omninode_bridge.events.cli", "relay", "--batch-size", "1000"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
 
@@ -157,7 +157,7 @@ async def worker(dsn: str, seconds: float, clients: int, stamps: str | None) -> 
         await asyncio.gather(*(loop(c, started + seconds) for c in range(clients)))
         elapsed = time.perf_counter() - started
     if stamps:
-        Path(stamps).write_text(json.dumps(committed))
+        await asyncio.to_thread(Path(stamps).write_text, json.dumps(committed))
     print(json.dumps({"pairs": pairs, "elapsed": elapsed, "pairs_s": pairs / elapsed}))
 
 
@@ -188,7 +188,9 @@ async def relay_throughput(dsn: str, bootstrap: str, pool: asyncpg.Pool, events:
     total = int(await pool.fetchval(UNRELAYED))
     proc = relay_proc(dsn, bootstrap)
     try:
-        while not await pool.fetchval(f"SELECT count(*) FROM {SCHEMA}.events WHERE relayed_at IS NOT NULL"):
+        while True:  # until the first batch is marked: the relay is up
+            if await pool.fetchval(f"SELECT count(*) FROM {SCHEMA}.events WHERE relayed_at IS NOT NULL"):
+                break
             await asyncio.sleep(0.002)
         first = time.perf_counter()  # the first batch is marked: the relay is up
         done_first = int(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Literal
 
 import asyncpg
 
@@ -55,7 +56,7 @@ async def close_feed(feed: EventFeed) -> None:
         await feed.wakeup.close()
 
 
-def kafka_sink(settings: LockSettings) -> KafkaSink:
+def kafka_sink(settings: LockSettings, idempotence: Literal["auto", "on", "off"] = "auto") -> KafkaSink:
     """The sink ``settings`` configure; VALIDATION_ERROR when no Kafka is configured."""
     if not settings.kafka_bootstrap_servers:
         raise LockValidationError(
@@ -63,7 +64,7 @@ def kafka_sink(settings: LockSettings) -> KafkaSink:
             "from PostgreSQL: omninode-lock events --follow)",
             field="kafka_bootstrap_servers",
         )
-    return KafkaSink(settings.kafka_bootstrap_servers, settings.kafka_topic_prefix)
+    return KafkaSink(settings.kafka_bootstrap_servers, settings.kafka_topic_prefix, idempotence=idempotence)
 
 
 @contextlib.asynccontextmanager

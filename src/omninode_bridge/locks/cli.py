@@ -1,7 +1,6 @@
 """``omninode-lock``: operate the lock service from a shell.
 
-Subcommands: ``migrate``, ``status``, ``force-release``, ``events`` (``--follow``),
-``relay`` and ``demo``.
+Subcommands: ``migrate``, ``status``, ``force-release``, ``events`` and ``demo``.
 The database comes from ``--dsn``, else the environment / config file
 (:meth:`LockSettings.load`), else an embedded PostgreSQL under ``.omninode/pgdata``.
 Expected failures print one line on stderr and exit non-zero; no password is ever
@@ -191,25 +190,11 @@ def force_release_cmd(ctx: Context, name: str, reason: str) -> None:
 @click.option("--lock", "lock_name", default=None, help="Only events of this lock.")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10000))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-@click.option("--follow", "-f", is_flag=True, help="Keep printing new events until interrupted.")
-@click.option(
-    "--after",
-    type=click.IntRange(0),
-    default=None,
-    help="Events after this outbox id, oldest first (resume).",
-)
 @pass_ctx
-def events_cmd(
-    ctx: Context, lock_name: str | None, limit: int, as_json: bool, follow: bool, after: int | None
-) -> None:
-    """The newest events from the outbox, newest first; with --after or --follow, oldest
-    first from a position (--follow without --after starts at the newest event)."""
+def events_cmd(ctx: Context, lock_name: str | None, limit: int, as_json: bool) -> None:
+    """The newest events from the outbox, newest first."""
 
-    settings = ctx.settings(pool_min=1, pool_max=2)
-    if follow or after is not None:
-        page = min(limit, 1000)  # per read; --follow keeps reading
-        run(lambda: _follow_events(settings, lock_name, page, as_json, follow, after), settings)
-        return
+    settings = ctx.settings(pool_min=1, pool_max=1)
 
     async def go() -> list[dict[str, Any]]:
         async with LockClient.connect(settings=settings, cleanup=False) as locks:
@@ -235,107 +220,6 @@ def events_cmd(
             ", ".join(f"{k}={v}" for k, v in sorted(payload.items())),
         )
     _console().print(table if events else "no events")
-
-
-async def _follow_events(
-    settings: LockSettings, lock_name: str | None, limit: int, as_json: bool, follow: bool, after: int | None
-) -> None:
-    """Print events after ``after`` in outbox order; with ``follow``, until SIGINT/SIGTERM."""
-    from omninode_bridge.events import open_feed
-
-    stop = _stop_on_signals()
-    async with open_feed(settings) as feed:
-        position = await feed.last_id() if after is None else after
-        while True:
-            page = await feed.follow(position, 1.0 if follow else 0.0, limit, lock_name)
-            for event in page:
-                position = event["id"]
-                if as_json:
-                    click.echo(json.dumps(event, sort_keys=True))
-                else:
-                    details = ", ".join(f"{k}={v}" for k, v in sorted(event["payload"].items()))
-                    click.echo(
-                        f"{event['id']} {event['occurred_at']} {event['event_type']} {event['lock_name']} "
-                        f"owner={event['owner_id'] or ''} token={'' if event['token'] is None else event['token']}"
-                        + (f" {details}" if details else "")
-                    )
-            sys.stdout.flush()
-            if stop.is_set() or not (follow or page):
-                return
-
-
-def _stop_on_signals() -> asyncio.Event:
-    """An event set by SIGTERM or SIGINT (where the loop supports signal handlers)."""
-    import contextlib
-    import signal
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread, Windows
-            loop.add_signal_handler(sig, stop.set)
-    return stop
-
-
-@main.command("relay")
-@db_options
-@click.option("--bootstrap-servers", default=None, help="Kafka bootstrap servers (default: configuration).")
-@click.option(
-    "--topic-prefix", default=None, help="Topic prefix (default: configuration, dev.omninode-bridge)."
-)
-@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 10000))
-@click.option(
-    "--idempotence",
-    type=click.Choice(["auto", "on", "off"]),
-    default="auto",
-    show_default=True,
-    help="auto: idempotent producer unless the broker refuses one (then acks=all alone, with a warning).",
-)
-@click.option(
-    "--forget", is_flag=True, help="Unregister every relay (pruning stops keeping unrelayed events) and exit."
-)
-@pass_ctx
-def relay_cmd(
-    ctx: Context,
-    bootstrap_servers: str | None,
-    topic_prefix: str | None,
-    batch_size: int,
-    idempotence: str,
-    forget: bool,
-) -> None:
-    """Relay lock events from the outbox to Kafka until SIGTERM/SIGINT."""
-    settings = ctx.settings(
-        pool_min=1, pool_max=2, kafka_bootstrap_servers=bootstrap_servers, kafka_topic_prefix=topic_prefix
-    )
-    if forget:
-        count = run(lambda: _forget_relays(settings), settings)
-        click.echo(f"unregistered {count} relay(s)")
-        return
-
-    async def go() -> int:
-        from omninode_bridge.events import kafka_sink, open_relay
-
-        sink = kafka_sink(settings)
-        sink.idempotence = idempotence  # type: ignore[assignment]
-        stop = _stop_on_signals()
-        async with open_relay(settings, sink=sink, batch_size=batch_size) as relay:
-            click.echo(
-                f"relaying events of schema {settings.schema} to {sink.describe()} (relay {relay.relay_id})"
-            )
-            sys.stdout.flush()
-            await relay.run(stop)
-            return relay.relayed_total
-
-    total = run(go, settings)
-    click.echo(f"relay stopped after {total} event(s)")
-
-
-async def _forget_relays(settings: LockSettings) -> int:
-    from omninode_bridge.events.queries import load_event_queries
-
-    async with LockClient.connect(settings=settings, cleanup=False) as locks:
-        status: str = await locks.pool.execute(load_event_queries(settings.schema)["forget_relays"])
-    return int(status.split()[-1])
 
 
 @main.command("demo")

@@ -122,7 +122,7 @@ async def test_stream_yields_everything_and_heartbeats(dsn: str, pool: asyncpg.P
 def _cli(dsn: str, *args: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "OMNINODE_POSTGRES_DSN": dsn}
     env.pop("OMNINODE_KAFKA_BOOTSTRAP_SERVERS", None)
-    return subprocess.Popen([sys.executable, "-m", "omninode_bridge.locks.cli", "events", *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "omninode_bridge.events.cli", "events", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
 
 
@@ -155,7 +155,7 @@ async def test_cli_follow_prints_new_events_and_resumes_after_id(dsn: str, setti
 def test_cli_relay_without_kafka_says_how_to_follow(dsn: str) -> None:
     env = {**os.environ, "OMNINODE_POSTGRES_DSN": dsn}
     env.pop("OMNINODE_KAFKA_BOOTSTRAP_SERVERS", None)
-    done = subprocess.run([sys.executable, "-m", "omninode_bridge.locks.cli", "relay"], env=env,
+    done = subprocess.run([sys.executable, "-m", "omninode_bridge.events.cli", "relay"], env=env,
                           capture_output=True, timeout=60, check=False)  # fmt: skip
     assert done.returncode == 1
     assert b"VALIDATION_ERROR" in done.stderr and b"events --follow" in done.stderr

@@ -114,7 +114,7 @@ def relay_process(dsn: str, broker: Broker, prefix: str, batch: int = 200) -> su
     env = {**os.environ, "OMNINODE_POSTGRES_DSN": dsn, "OMNINODE_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
            "OMNINODE_KAFKA_TOPIC_PREFIX": prefix}  # fmt: skip
     return subprocess.Popen(
-        [sys.executable, "-m", "omninode_bridge.locks.cli", "relay", "--batch-size", str(batch)],
+        [sys.executable, "-m", "omninode_bridge.events.cli", "relay", "--batch-size", str(batch)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
 
