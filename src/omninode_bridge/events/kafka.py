@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any, Literal
 
 from omninode_bridge.core.logging import LogLevel, emit_log_event
@@ -122,18 +123,21 @@ class KafkaSink:
             await self.start()
         producer = self._producer
         try:
-            groups: dict[tuple[str, int], list[tuple[bytes, bytes]]] = {}
+            # timestamps taken in outbox order: across topics too, a later event of a
+            # lock never carries an earlier timestamp
+            groups: dict[tuple[str, int], list[tuple[bytes, bytes, int]]] = {}
             for e in envelopes:
                 topic, key = topic_for(e["event_type"], self.prefix), e["lock_name"].encode()
-                groups.setdefault((topic, await self._partition(topic, key)), []).append((key, encode(e)))
+                message = (key, encode(e), time.time_ns() // 1_000_000)
+                groups.setdefault((topic, await self._partition(topic, key)), []).append(message)
             pending = []
             for (topic, partition), messages in groups.items():
                 batch = producer.create_batch()
-                for key, value in messages:
-                    if batch.append(key=key, value=value, timestamp=None) is None:  # full
+                for key, value, stamp in messages:
+                    if batch.append(key=key, value=value, timestamp=stamp) is None:  # full
                         pending.append(await producer.send_batch(batch, topic, partition=partition))
                         batch = producer.create_batch()
-                        batch.append(key=key, value=value, timestamp=None)
+                        batch.append(key=key, value=value, timestamp=stamp)
                 pending.append(await producer.send_batch(batch, topic, partition=partition))
             await asyncio.gather(*pending)
         except (KafkaError, OSError) as err:
