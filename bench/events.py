@@ -100,11 +100,14 @@ def tansu() -> Iterator[str]:
 # -- processes ------------------------------------------------------------------------
 
 
+LINGER_MS = os.environ.get("BENCH_RELAY_LINGER_MS", "5")
+
+
 def relay_proc(dsn: str, bootstrap: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "OMNINODE_POSTGRES_DSN": dsn, "OMNINODE_LOCK_SCHEMA": SCHEMA,
            "OMNINODE_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "OMNINODE_KAFKA_TOPIC_PREFIX": PREFIX}  # fmt: skip
     return subprocess.Popen(
-        [sys.executable, "-m", "omninode_bridge.events.cli", "relay", "--batch-size", "1000"],
+        [sys.executable, "-m", "omninode_bridge.events.cli", "relay", "--batch-size", "1000", "--linger-ms", LINGER_MS],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
 
@@ -227,7 +230,7 @@ async def end_to_end(
 ) -> list[float]:
     from aiokafka import AIOKafkaConsumer
 
-    received: dict[tuple[str, int], float] = {}
+    received: dict[tuple[str, int], tuple[float, float]] = {}  # (lock, token) -> (sent, received)
     consumer = AIOKafkaConsumer(
         topic_for("lock_acquired", PREFIX), bootstrap_servers=bootstrap, auto_offset_reset="latest",
         group_id=None, fetch_max_wait_ms=5,
@@ -243,7 +246,7 @@ async def end_to_end(
             for messages in batches.values():
                 for m in messages:
                     value = json.loads(m.value)
-                    received.setdefault((value["lock_name"], value["token"]), now)
+                    received.setdefault((value["lock_name"], value["token"]), (m.timestamp / 1000, now))
 
     task = asyncio.create_task(consume())
     proc = relay_proc(dsn, bootstrap)
@@ -260,10 +263,12 @@ async def end_to_end(
         await consumer.stop()
     committed = json.loads(stamps.read_text())
     stamps.unlink()
-    latencies = [received[(n, t)] - at for n, t, at in committed if (n, t) in received]
-    if len(latencies) < len(committed):
-        raise RuntimeError(f"{len(committed) - len(latencies)} acquired events never reached the consumer")
-    return latencies
+    missing = [(n, t) for n, t, _ in committed if (n, t) not in received]
+    if missing:
+        raise RuntimeError(f"{len(missing)} acquired events never reached the consumer")
+    total = [received[(n, t)][1] - at for n, t, at in committed]
+    relayed = [received[(n, t)][0] - at for n, t, at in committed]
+    return total, relayed
 
 
 async def trigger_cost(dsn: str, pool: asyncpg.Pool, seconds: float, clients: int) -> float:
@@ -286,14 +291,18 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     )
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     try:
+        # a fresh broker per phase: Tansu's memory storage answers fetches more slowly as
+        # a topic grows, which would be charged to the relay
         with tansu() as bootstrap:
             relay_s = await relay_throughput(dsn, bootstrap, pool, args.backlog)
-            console.print(f"  relay: {relay_s:,.0f} events/s ({args.backlog:,} events backlog)")
+        console.print(f"  relay: {relay_s:,.0f} events/s ({args.backlog:,} events backlog)")
+        with tansu() as bootstrap:
             off, on = await engine_cost(dsn, bootstrap, pool, args.seconds, args.rounds, args.clients)
-            console.print(f"  pairs/s relay off {off}, on {on}")
-            no_trigger = await trigger_cost(dsn, pool, args.seconds, args.clients)
-            console.print(f"  pairs/s without the NOTIFY trigger: {no_trigger:,.0f}")
-            latencies = await end_to_end(dsn, bootstrap, pool, args.seconds, args.clients)
+        console.print(f"  pairs/s relay off {off}, on {on}")
+        no_trigger = await trigger_cost(dsn, pool, args.seconds, args.clients)
+        console.print(f"  pairs/s without the NOTIFY trigger: {no_trigger:,.0f}")
+        with tansu() as bootstrap:
+            latencies, handed = await end_to_end(dsn, bootstrap, pool, args.seconds, args.clients)
     finally:
         await pool.close()
     mean_off, mean_on = sum(off) / len(off), sum(on) / len(on)
@@ -306,7 +315,10 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "relay_cost_pct": round((1 - mean_on / mean_off) * 100, 1),
         "pairs_s_no_notify_trigger": round(no_trigger, 1),
         "e2e_samples": len(latencies),
+        "commit_to_relay_send_p50_ms": round(percentile(handed, 50) * 1000, 3),
+        "commit_to_relay_send_p99_ms": round(percentile(handed, 99) * 1000, 3),
         "rounds": {"relay_off": [round(x, 1) for x in off], "relay_on": [round(x, 1) for x in on]},
+        "relay_linger_ms": float(LINGER_MS),
         "clients": args.clients,
         "seconds_per_round": args.seconds,
         "postgres": version,

@@ -97,6 +97,13 @@ def _stop_on_signals() -> asyncio.Event:
 )
 @click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 10000))
 @click.option(
+    "--linger-ms",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0, 1000),
+    help="After a partial batch, wait this long for more events (fewer, larger rounds).",
+)
+@click.option(
     "--idempotence",
     type=click.Choice(["auto", "on", "off"]),
     default="auto",
@@ -112,6 +119,7 @@ def relay_cmd(
     bootstrap_servers: str | None,
     topic_prefix: str | None,
     batch_size: int,
+    linger_ms: float,
     idempotence: Literal["auto", "on", "off"],
     forget: bool,
 ) -> None:
@@ -127,7 +135,7 @@ def relay_cmd(
     async def go() -> int:
         sink = kafka_sink(settings, idempotence=idempotence)
         stop = _stop_on_signals()
-        async with open_relay(settings, sink=sink, batch_size=batch_size) as relay:
+        async with open_relay(settings, sink=sink, batch_size=batch_size, linger=linger_ms / 1000) as relay:
             click.echo(
                 f"relaying events of schema {settings.schema} to {sink.describe()} (relay {relay.relay_id})"
             )

@@ -33,6 +33,7 @@ from omninode_bridge.events.queries import load_event_queries
 from omninode_bridge.events.wakeup import OutboxWakeup
 
 BATCH_SIZE = 1000
+LINGER = 0.005  # after a partial batch, let a few more commits gather (fewer, larger rounds)
 SWEEP_INTERVAL = 5.0
 HEARTBEAT_INTERVAL = 10.0
 MAX_BACKOFF = 5.0
@@ -94,6 +95,7 @@ class Relay:
         batch_size: int = BATCH_SIZE,
         sweep: float = SWEEP_INTERVAL,
         relay_id: str | None = None,
+        linger: float = LINGER,
     ) -> None:
         self.pool = pool
         self.schema = schema
@@ -101,6 +103,7 @@ class Relay:
         self.wakeup = wakeup
         self.batch_size = batch_size
         self.sweep = sweep
+        self.linger = linger
         self.relay_id = relay_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._q = load_event_queries(schema)
         self._stream_id: uuid.UUID | None = None
@@ -189,6 +192,7 @@ class Relay:
                     continue
                 if published:
                     armed = False
+                    await _sleep_or_stop(stop, self.linger)
                     continue  # more may have committed meanwhile: look again before sleeping
                 if self.wakeup is not None and not armed:
                     await self.wakeup.arm()  # then one more look before sleeping

@@ -75,6 +75,7 @@ async def open_relay(
     dsn: str | None = None,
     sink: Sink | None = None,
     batch_size: int = 1000,
+    linger: float = 0.005,
 ) -> AsyncIterator[Relay]:
     """A relay to ``sink`` (default: the configured Kafka); its own pool unless ``pool``
     and ``dsn`` are given. Run it with ``await relay.run(stop_event)``."""
@@ -87,7 +88,7 @@ async def open_relay(
         await wakeup.start()
         stack.push_async_callback(wakeup.close)
         stack.push_async_callback(sink.stop)
-        yield Relay(pool, settings.schema, sink, wakeup, batch_size=batch_size)
+        yield Relay(pool, settings.schema, sink, wakeup, batch_size=batch_size, linger=linger)
 
 
 async def run_relay_until(settings: LockSettings, stop: asyncio.Event) -> int:
