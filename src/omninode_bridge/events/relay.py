@@ -61,9 +61,11 @@ class OutboxStats:
     last_id: int
 
 
-async def outbox_stats(pool: asyncpg.Pool, schema: str) -> OutboxStats:
-    """Backlog (capped at one million when counting) and lag, for gauges and health."""
-    row = await pool.fetchrow(load_event_queries(schema)["backlog"], BACKLOG_COUNT_CAP)
+async def outbox_stats(pool: asyncpg.Pool, schema: str, cap: int = BACKLOG_COUNT_CAP) -> OutboxStats:
+    """Backlog and lag, for gauges and health. The backlog is counted up to ``cap`` (it
+    walks the unrelayed rows); with no relay configured every event stays unrelayed, so
+    a service without Kafka should not scrape it (or pass a small ``cap``)."""
+    row = await pool.fetchrow(load_event_queries(schema)["backlog"], cap)
     assert row is not None
     return OutboxStats(int(row["backlog"]), float(row["lag_seconds"]), int(row["last_id"] or 0))
 
