@@ -232,7 +232,9 @@ class Relay:
         await self.pool.execute(self._q["register_relay"], self.relay_id, self.sink.describe())
 
     async def _heartbeat(self) -> None:
-        await self.pool.execute(self._q["relay_seen"], self.relay_id, self.relayed_total)
+        """Record that this relay is alive (best effort: a failure only delays it)."""
+        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await self.pool.execute(self._q["relay_seen"], self.relay_id, self.relayed_total)
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
