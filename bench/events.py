@@ -61,6 +61,7 @@ BEGIN
 END
 $$
 """
+ENGINE_COST_CPU: dict[str, float] = {}
 UNRELAYED = f"SELECT count(*) FROM {SCHEMA}.events WHERE relayed_at IS NULL"
 
 
@@ -110,6 +111,15 @@ def relay_proc(dsn: str, bootstrap: str) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "omninode_bridge.events.cli", "relay", "--batch-size", "1000", "--linger-ms", LINGER_MS],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process used so far (Linux /proc; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stop_proc(proc: subprocess.Popen[bytes]) -> None:
@@ -211,17 +221,22 @@ async def engine_cost(
 ) -> tuple[list[float], list[float]]:
     off: list[float] = []
     on: list[float] = []
+    relay_cpu = events = 0.0
     for _ in range(rounds):
         await drained(pool, 120)
         off.append((await worker_proc(dsn, seconds, clients, None))["pairs_s"])
         proc = relay_proc(dsn, bootstrap)
         try:
             await asyncio.sleep(1.0)  # started, producer connected
-            on.append((await worker_proc(dsn, seconds, clients, None))["pairs_s"])
-            await drained(pool, 120)
+            cpu_before = cpu_seconds(proc.pid)
+            run = await worker_proc(dsn, seconds, clients, None)
+            await drained(pool, 120)  # the relay-off round must not relay this round's events
+            relay_cpu += cpu_seconds(proc.pid) - cpu_before
+            events += 2 * run["pairs"]
+            on.append(run["pairs_s"])
         finally:
             stop_proc(proc)
-        # the relay-off round must not have to relay the on-round's events later
+    ENGINE_COST_CPU["relay_cpu_ms_per_1k_events"] = round(relay_cpu / max(events, 1) * 1e6, 1)
     return off, on
 
 
@@ -319,6 +334,7 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "commit_to_relay_send_p99_ms": round(percentile(handed, 99) * 1000, 3),
         "rounds": {"relay_off": [round(x, 1) for x in off], "relay_on": [round(x, 1) for x in on]},
         "relay_linger_ms": float(LINGER_MS),
+        **ENGINE_COST_CPU,
         "clients": args.clients,
         "seconds_per_round": args.seconds,
         "postgres": version,

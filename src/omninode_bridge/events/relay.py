@@ -144,8 +144,6 @@ class Relay:
         if self._stream_id is None:
             self._stream_id = uuid.UUID(str(await self.pool.fetchval(self._q["stream_id"])))
         async with self.pool.acquire() as conn, conn.transaction():
-            # a mark lost in a database crash only means the event is sent again
-            await conn.execute("SET LOCAL synchronous_commit = off")
             rows = await conn.fetch(self._q["claim_batch"], self.batch_size)
             ready = [r for r in rows if not r["blocked"]]
             if ready:

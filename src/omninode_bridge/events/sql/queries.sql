@@ -31,7 +31,10 @@ SELECT e.id, e.event_id, e.event_type, e.lock_name, e.owner_id, e.token, e.paylo
  ORDER BY e.id;
 
 -- name: mark_relayed
-UPDATE __schema__.events SET relayed_at = now() WHERE id = ANY($1::bigint[]);
+-- Also lets this transaction commit without waiting for the WAL flush: a mark lost in a
+-- database crash only means the event is sent again (same event_id).
+WITH lazy AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true))
+UPDATE __schema__.events SET relayed_at = now() FROM lazy WHERE id = ANY($1::bigint[]);
 
 -- name: register_relay
 INSERT INTO __schema__.outbox_relays (relay_id, sink) VALUES ($1, $2)
