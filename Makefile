@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck check bench-engine bench-compare bench-generate clean
+.PHONY: run test lint typecheck check bench-engine bench-compare bench-generate bench-events clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -39,6 +39,9 @@ bench-compare: $(STAMP)
 
 bench-generate: $(STAMP)
 	$(BIN)/python -m bench.generate
+
+bench-events: $(STAMP)
+	$(BIN)/python -m bench.events
 
 clean:
 	rm -rf $(VENV) .omninode .pytest_cache .mypy_cache .ruff_cache

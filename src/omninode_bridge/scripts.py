@@ -24,7 +24,7 @@ def _run(module: str, extra: str, script: str) -> Any:
 
 
 def omninode_lock() -> Any:
-    return _run("omninode_bridge.locks.cli", "service", "omninode-lock")
+    return _run("omninode_bridge.events.cli", "service", "omninode-lock")  # engine commands + relay
 
 
 def omninode_generate() -> Any:

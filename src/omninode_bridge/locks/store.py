@@ -161,13 +161,19 @@ class LockStore:
         count: int = await self._call("cleanup_expired", fetch="fetchval")
         return count
 
-    async def prune(self, *, keep_unrelayed: bool = False) -> tuple[int, int]:
+    async def prune(self, *, keep_unrelayed: bool | None = None) -> tuple[int, int]:
         """Drop events older than ``event_retention`` and lock rows idle for
         ``lock_idle_retention`` (the cleanup task does this every minute); returns
         (events, locks) removed. Tokens stay strictly increasing: they come from a
-        sequence, not from the pruned rows."""
+        sequence, not from the pruned rows. By default (``None``) events not yet
+        relayed are kept while Kafka is configured here or any event relay has
+        registered in the database (``omninode-lock relay --forget`` unregisters)."""
+        if keep_unrelayed is None:
+            statement, keep = "prune_keep_unrelayed", self.settings.kafka_bootstrap_servers is not None
+        else:
+            statement, keep = "prune", keep_unrelayed
         row = await self._call(
-            "prune", self.settings.event_retention, self.settings.lock_idle_retention, keep_unrelayed
+            statement, self.settings.event_retention, self.settings.lock_idle_retention, keep
         )
         return int(row["events_pruned"]), int(row["locks_pruned"])
 

@@ -171,3 +171,11 @@ INSERT INTO __schema__.schema_migrations (version, name, checksum) VALUES ($1, $
 
 -- name: migration_lock
 SELECT pg_advisory_xact_lock(hashtext($1), 1917);
+
+-- ---------------------------------------------------------------------------------
+-- Event relay (omninode_bridge.events; tables from migration 0003). The relay's own
+-- statements live in events/sql/queries.sql; this one is the engine's prune, keeping
+-- the events no relay has delivered while any relay is registered in the database.
+
+-- name: prune_keep_unrelayed
+SELECT * FROM __schema__.prune($1, $2, $3 OR EXISTS (SELECT 1 FROM __schema__.outbox_relays));

@@ -1,0 +1,169 @@
+"""The Kafka sink: an idempotent aiokafka producer (acks=all) for lock event envelopes.
+
+Key = lock name, so the events of one lock stay in one partition, in the order sent.
+:meth:`KafkaSink.publish` returns only when the broker acknowledged every message of the
+batch and raises otherwise; the relay marks events relayed only after it returns.
+
+Idempotence needs the broker to answer InitProducerId as aiokafka asks it (version 0).
+Some Kafka-protocol brokers do not (Tansu 0.6 answers UNKNOWN): with
+``idempotence="auto"`` (the default) the sink then says so in a warning and in
+:attr:`KafkaSink.idempotent`, and goes on with acks=all alone. Order per lock is kept
+either way (aiokafka has at most one batch per partition in flight); what idempotence
+adds is that a retried batch is not stored twice - without it a retry may duplicate a
+message, with the same ``event_id``, as after a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any, Literal
+
+from omninode_bridge.core.logging import LogLevel, emit_log_event
+from omninode_bridge.events.envelope import DEFAULT_PREFIX, Envelope, check_prefix, encode, topic_for
+
+REQUEST_TIMEOUT_MS = 5000
+
+
+class BrokerError(Exception):
+    """The broker did not acknowledge a batch (unreachable, timed out, refused)."""
+
+
+class KafkaSink:
+    """Publishes envelopes to ``{prefix}.lock.<kind>.v1``."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        prefix: str = DEFAULT_PREFIX,
+        *,
+        client_id: str = "omninode-bridge-relay",
+        request_timeout_ms: int = REQUEST_TIMEOUT_MS,
+        idempotence: Literal["auto", "on", "off"] = "auto",
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.prefix = check_prefix(prefix)
+        self.client_id = client_id
+        self.request_timeout_ms = request_timeout_ms
+        self.idempotence = idempotence
+        self.idempotent: bool | None = None  # what the running producer does
+        self._producer: Any = None
+        self._partitions: dict[str, list[int]] = {}
+        self._partitioner: Any = None
+
+    def describe(self) -> str:
+        return f"kafka:{self.bootstrap_servers}/{self.prefix}"
+
+    async def start(self) -> None:
+        """Connect the producer; raises :class:`BrokerError` if the broker cannot be reached."""
+        from aiokafka.errors import KafkaError
+
+        want = self.idempotence != "off" and self.idempotent is not False
+        try:
+            self._producer = await self._open(idempotent=want)
+            self.idempotent = want
+        except KafkaError as err:
+            if not (want and self.idempotence == "auto" and _refused_producer_id(err)):
+                raise BrokerError(
+                    f"cannot reach Kafka at {self.bootstrap_servers}: {type(err).__name__}"
+                ) from err
+            emit_log_event(LogLevel.WARNING, "Kafka broker refused an idempotent producer; relaying with acks=all "
+                           "only (a retried batch may be stored twice, with the same event_id)",
+                           {"bootstrap_servers": self.bootstrap_servers})  # fmt: skip
+            self.idempotent = False
+            try:
+                self._producer = await self._open(idempotent=False)
+            except KafkaError as again:
+                raise BrokerError(
+                    f"cannot reach Kafka at {self.bootstrap_servers}: {type(again).__name__}"
+                ) from again
+        except OSError as err:
+            raise BrokerError(
+                f"cannot reach Kafka at {self.bootstrap_servers}: {type(err).__name__}"
+            ) from err
+
+    async def _open(self, *, idempotent: bool) -> Any:
+        from aiokafka import AIOKafkaProducer  # the [kafka] extra
+        from aiokafka.partitioner import DefaultPartitioner
+
+        self._partitioner = DefaultPartitioner()
+        self._partitions = {}
+
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap_servers,
+            client_id=self.client_id,
+            enable_idempotence=idempotent,
+            acks="all",
+            linger_ms=0,
+            max_batch_size=1 << 20,
+            request_timeout_ms=self.request_timeout_ms,
+        )
+        try:
+            await producer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise
+        return producer
+
+    @property
+    def started(self) -> bool:
+        return self._producer is not None
+
+    async def publish(self, envelopes: list[Envelope]) -> None:
+        """Send the batch and wait for every acknowledgement, in order per lock name.
+
+        Messages are grouped per topic partition (aiokafka's default key partitioner, the
+        same one ``send`` uses) and handed over as whole record batches, which costs a
+        fraction of one ``send`` per message."""
+        from aiokafka.errors import KafkaError
+
+        if self._producer is None:
+            await self.start()
+        producer = self._producer
+        try:
+            # timestamps taken in outbox order: across topics too, a later event of a
+            # lock never carries an earlier timestamp
+            groups: dict[tuple[str, int], list[tuple[bytes, bytes, int]]] = {}
+            for e in envelopes:
+                topic, key = topic_for(e["event_type"], self.prefix), e["lock_name"].encode()
+                message = (key, encode(e), time.time_ns() // 1_000_000)
+                groups.setdefault((topic, await self._partition(topic, key)), []).append(message)
+            pending = []
+            for (topic, partition), messages in groups.items():
+                batch = producer.create_batch()
+                for key, value, stamp in messages:
+                    if batch.append(key=key, value=value, timestamp=stamp) is None:  # full
+                        pending.append(await producer.send_batch(batch, topic, partition=partition))
+                        batch = producer.create_batch()
+                        batch.append(key=key, value=value, timestamp=stamp)
+                pending.append(await producer.send_batch(batch, topic, partition=partition))
+            await asyncio.gather(*pending)
+        except (KafkaError, OSError) as err:
+            raise BrokerError(f"Kafka did not acknowledge the batch: {type(err).__name__}: {err}") from err
+
+    async def _partition(self, topic: str, key: bytes) -> int:
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            partitions = sorted(await self._producer.partitions_for(topic))
+            self._partitions[topic] = partitions
+        chosen: int = self._partitioner(key, partitions, partitions)
+        return chosen
+
+    async def reset(self) -> None:
+        """Drop the producer after a failure (a new one starts on the next publish)."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), self.request_timeout_ms / 1000 + 1)
+
+    async def stop(self) -> None:
+        await self.reset()
+
+
+def _refused_producer_id(err: Exception) -> bool:
+    """The broker answered InitProducerId with an error (not: it could not be reached)."""
+    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError
+
+    return not isinstance(err, KafkaConnectionError | KafkaTimeoutError | NodeNotReadyError)

@@ -1,0 +1,240 @@
+"""The outbox relay: claim, publish, mark - at least once, in commit order per lock.
+
+One round (:meth:`Relay.relay_once`) runs in one transaction: lock the oldest unrelayed
+events no other relay holds (``FOR UPDATE SKIP LOCKED``), publish the ones whose lock
+has no older event held by another relay, wait for the broker's acknowledgements, set
+``relayed_at``, commit. A relay that dies mid-round never commits: its rows unlock and
+the next round (its own after a restart, or another relay's) sends them again with the
+same ``event_id`` - at least once. Live relays never claim the same row, so in normal
+operation nothing is sent twice.
+
+When a round finds nothing the relay arms the outbox trigger, looks once more, and
+sleeps until the NOTIFY of the next commit with events or, as a safety net, ``sweep``
+seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import asyncpg
+
+from omninode_bridge.core.logging import LogLevel, emit_log_event
+from omninode_bridge.events.envelope import Envelope, envelope_from_row
+from omninode_bridge.events.kafka import BrokerError
+from omninode_bridge.events.queries import load_event_queries
+from omninode_bridge.events.wakeup import OutboxWakeup
+
+BATCH_SIZE = 1000
+LINGER = 0.005  # after a partial batch, let a few more commits gather (fewer, larger rounds)
+SWEEP_INTERVAL = 5.0
+HEARTBEAT_INTERVAL = 10.0
+MAX_BACKOFF = 5.0
+BACKLOG_COUNT_CAP = 1_000_000
+
+
+class Sink(Protocol):
+    """Where relayed envelopes go (:class:`~omninode_bridge.events.kafka.KafkaSink`)."""
+
+    def describe(self) -> str: ...
+
+    async def publish(self, envelopes: list[Envelope]) -> None: ...
+
+    async def reset(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    """The outbox as the database sees it: events not yet relayed and the oldest one's age."""
+
+    backlog: int
+    lag_seconds: float
+    last_id: int
+
+
+async def outbox_stats(pool: asyncpg.Pool, schema: str, cap: int = BACKLOG_COUNT_CAP) -> OutboxStats:
+    """Backlog and lag, for gauges and health. The backlog is counted up to ``cap`` (it
+    walks the unrelayed rows); with no relay configured every event stays unrelayed, so
+    a service without Kafka should not scrape it (or pass a small ``cap``)."""
+    row = await pool.fetchrow(load_event_queries(schema)["backlog"], cap)
+    assert row is not None
+    return OutboxStats(int(row["backlog"]), float(row["lag_seconds"]), int(row["last_id"] or 0))
+
+
+@dataclass(frozen=True)
+class RelayStatus:
+    """For /health and /metrics: ``degraded`` while the broker or database fails
+    (locks keep working; the backlog grows and drains later)."""
+
+    state: Literal["starting", "ok", "degraded", "stopped"]
+    broker_reachable: bool | None
+    relayed_total: int
+    backlog: int | None = None
+    lag_seconds: float | None = None
+    last_error: str | None = None
+    sink: str = ""
+
+
+class Relay:
+    """Moves outbox rows to a :class:`Sink`. Run any number at once."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        schema: str,
+        sink: Sink,
+        wakeup: OutboxWakeup | None = None,
+        *,
+        batch_size: int = BATCH_SIZE,
+        sweep: float = SWEEP_INTERVAL,
+        relay_id: str | None = None,
+        linger: float = LINGER,
+    ) -> None:
+        self.pool = pool
+        self.schema = schema
+        self.sink = sink
+        self.wakeup = wakeup
+        self.batch_size = batch_size
+        self.sweep = sweep
+        self.linger = linger
+        self.relay_id = relay_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._q = load_event_queries(schema)
+        self._stream_id: uuid.UUID | None = None
+        self._state: Literal["starting", "ok", "degraded", "stopped"] = "starting"
+        self._broker_ok: bool | None = None
+        self._last_error: str | None = None
+        self.relayed_total = 0
+        self.rounds = 0
+
+    # -- status ---------------------------------------------------------------------
+
+    def status(self) -> RelayStatus:
+        """This relay's own view, without asking the database."""
+        return RelayStatus(
+            self._state, self._broker_ok, self.relayed_total, last_error=self._last_error,
+            sink=self.sink.describe(),
+        )  # fmt: skip
+
+    async def full_status(self) -> RelayStatus:
+        """:meth:`status` plus the backlog and lag from the database (None if it fails)."""
+        mine = self.status()
+        try:
+            stats = await outbox_stats(self.pool, self.schema)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return mine
+        return RelayStatus(
+            mine.state, mine.broker_reachable, mine.relayed_total, stats.backlog, stats.lag_seconds,
+            mine.last_error, mine.sink,
+        )  # fmt: skip
+
+    # -- one round ------------------------------------------------------------------
+
+    async def relay_once(self) -> tuple[int, int]:
+        """Claim and publish one batch; returns (claimed, published). Raises
+        :class:`BrokerError` (nothing marked) when the broker did not acknowledge."""
+        if self._stream_id is None:
+            self._stream_id = uuid.UUID(str(await self.pool.fetchval(self._q["stream_id"])))
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(self._q["claim_batch"], self.batch_size)
+            ready = [r for r in rows if not r["blocked"]]
+            if ready:
+                await self.sink.publish([envelope_from_row(r, self._stream_id) for r in ready])
+                await conn.execute(self._q["mark_relayed"], [r["id"] for r in ready])
+        self.relayed_total += len(ready)
+        self.rounds += 1
+        return len(rows), len(ready)
+
+    # -- the loop -------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Relay until ``stop`` is set (or the task is cancelled)."""
+        stop = stop or asyncio.Event()
+        await self._register()
+        backoff = 0.0
+        armed = False
+        last_beat = time.monotonic()
+        try:
+            while not stop.is_set():
+                ticket = self.wakeup.ticket() if self.wakeup is not None else None
+                try:
+                    claimed, published = await self.relay_once()
+                except BrokerError as err:
+                    backoff = await self._failed(err, backoff, broker=True)
+                    await self.sink.reset()
+                    await _sleep_or_stop(stop, backoff)
+                    continue
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+                    backoff = await self._failed(err, backoff, broker=None)
+                    await _sleep_or_stop(stop, backoff)
+                    continue
+                backoff = 0.0
+                self._state, self._broker_ok, self._last_error = (
+                    "ok",
+                    True if published else self._broker_ok,
+                    None,
+                )
+                if time.monotonic() - last_beat >= HEARTBEAT_INTERVAL:
+                    last_beat = time.monotonic()
+                    await self._heartbeat()
+                if claimed >= self.batch_size and published:
+                    continue  # more waiting: go on at once
+                if claimed > published:
+                    await _sleep_or_stop(stop, 0.005)  # another relay holds older events of a lock
+                    continue
+                if published:
+                    armed = False
+                    await _sleep_or_stop(stop, self.linger)
+                    continue  # more may have committed meanwhile: look again before sleeping
+                if self.wakeup is not None and not armed:
+                    await self.wakeup.arm()  # then one more look before sleeping
+                    armed = True
+                    continue
+                await self._idle(ticket, stop)
+                armed = False
+        finally:
+            self._state = "stopped"
+            with contextlib.suppress(Exception):
+                await self._heartbeat()
+
+    async def _idle(self, ticket: asyncio.Event | None, stop: asyncio.Event) -> None:
+        """Sleep until a commit's NOTIFY, ``stop``, or the sweep interval."""
+        waits = [asyncio.ensure_future(stop.wait())]
+        if ticket is not None:
+            waits.append(asyncio.ensure_future(ticket.wait()))
+        try:
+            await asyncio.wait(waits, timeout=self.sweep, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    async def _failed(self, err: Exception, backoff: float, *, broker: bool | None) -> float:
+        if broker:
+            self._broker_ok = False
+        if self._state != "degraded":
+            emit_log_event(LogLevel.WARNING, "event relay degraded", {"error": type(err).__name__,
+                           "relay_id": self.relay_id})  # fmt: skip
+        self._state = "degraded"
+        self._last_error = f"{type(err).__name__}: {err}"[:500]
+        return min(MAX_BACKOFF, backoff * 2 if backoff else 0.1)
+
+    async def _register(self) -> None:
+        await self.pool.execute(self._q["register_relay"], self.relay_id, self.sink.describe())
+
+    async def _heartbeat(self) -> None:
+        """Record that this relay is alive (best effort: a failure only delays it)."""
+        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await self.pool.execute(self._q["relay_seen"], self.relay_id, self.relayed_total)
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

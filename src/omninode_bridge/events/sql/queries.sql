@@ -1,0 +1,97 @@
+-- Named statements of the event relay and feed (omninode_bridge.events).
+-- __schema__ is replaced by the validated, quoted schema identifier; values are always
+-- bind parameters. Tables and columns come from migrations 0001 and 0003.
+
+-- name: claim_batch
+-- Lock the oldest unrelayed events that no other relay holds, in id order, and flag as
+-- blocked those for whose lock another relay holds an older event. Only unblocked rows
+-- are published, so the events of one lock reach the broker in commit order even with
+-- many relays (for one lock name, id order is commit order: every event of a lock is
+-- written while holding its lock row). Blocked rows stay locked by this transaction
+-- until it ends and are claimed again by a later batch.
+WITH claimed AS MATERIALIZED (
+    SELECT id, lock_name FROM __schema__.events
+     WHERE relayed_at IS NULL
+     ORDER BY id
+     LIMIT $1
+       FOR UPDATE SKIP LOCKED
+), held_elsewhere AS MATERIALIZED (
+    SELECT e.lock_name, min(e.id) AS first_id
+      FROM __schema__.events e
+     WHERE e.relayed_at IS NULL
+       AND e.id < (SELECT max(id) FROM claimed)
+       AND NOT EXISTS (SELECT 1 FROM claimed c WHERE c.id = e.id)
+     GROUP BY e.lock_name
+)
+SELECT e.id, e.event_id, e.event_type, e.lock_name, e.owner_id, e.token, e.payload,
+       e.created_at, e.correlation_id, coalesce(h.first_id < c.id, false) AS blocked
+  FROM claimed c
+  JOIN __schema__.events e ON e.id = c.id
+  LEFT JOIN held_elsewhere h ON h.lock_name = c.lock_name
+ ORDER BY e.id;
+
+-- name: mark_relayed
+-- Also lets this transaction commit without waiting for the WAL flush: a mark lost in a
+-- database crash only means the event is sent again (same event_id).
+WITH lazy AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true))
+UPDATE __schema__.events SET relayed_at = now() FROM lazy WHERE id = ANY($1::bigint[]);
+
+-- name: register_relay
+INSERT INTO __schema__.outbox_relays (relay_id, sink) VALUES ($1, $2)
+ON CONFLICT (relay_id) DO UPDATE SET sink = EXCLUDED.sink, started_at = now(), seen_at = now();
+
+-- name: relay_seen
+UPDATE __schema__.outbox_relays SET seen_at = now(), relayed = $2 WHERE relay_id = $1;
+
+-- name: forget_relays
+DELETE FROM __schema__.outbox_relays;
+
+-- name: relays
+SELECT relay_id, sink, started_at, seen_at, relayed FROM __schema__.outbox_relays ORDER BY relay_id;
+
+-- name: stream_id
+SELECT stream_id FROM __schema__.outbox_stream;
+
+-- name: backlog
+-- Events not yet relayed (counted up to $1, so a feed with no relay stays cheap to ask)
+-- and the age of the oldest, by the database clock.
+SELECT (SELECT count(*) FROM (SELECT 1 FROM __schema__.events
+                               WHERE relayed_at IS NULL LIMIT $1) b)::bigint AS backlog,
+       coalesce(extract(epoch FROM now() - (SELECT created_at FROM __schema__.events
+                                             WHERE relayed_at IS NULL ORDER BY id LIMIT 1)), 0)::float8
+           AS lag_seconds,
+       (SELECT max(id) FROM __schema__.events)::bigint AS last_id;
+
+-- name: feed_page
+SELECT id, event_id, event_type, lock_name, owner_id, token, payload, created_at, correlation_id
+  FROM __schema__.events
+ WHERE id > $1 AND ($3::text IS NULL OR lock_name = $3::text)
+ ORDER BY id LIMIT $2;
+
+-- name: feed_range
+-- Events in ($1, $2], read after the barrier below.
+SELECT id, event_id, event_type, lock_name, owner_id, token, payload, created_at, correlation_id
+  FROM __schema__.events
+ WHERE id > $1 AND id <= $2 AND ($4::text IS NULL OR lock_name = $4::text)
+ ORDER BY id LIMIT $3;
+
+-- name: barrier_xid
+-- An xid newer than every xid assigned before this statement (assigns one to this
+-- otherwise empty transaction).
+SELECT txid_current();
+
+-- name: running_before
+-- How many other transactions of this database still run with an xid older than $1
+-- (32-bit xids compared modulo 2^32, as PostgreSQL does: running ones are never more
+-- than 2^31 apart). Read from the process array, which is what new snapshots use.
+SELECT count(*)::integer
+  FROM pg_stat_activity
+ WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL
+   AND (backend_xid::text::bigint - $1::bigint % 4294967296 + 4294967296) % 4294967296 >= 2147483648;
+
+-- name: last_id
+SELECT coalesce(max(id), 0)::bigint FROM __schema__.events;
+
+-- name: arm_wakeup
+-- Ask the next commit with events to NOTIFY (the trigger of migration 0003 disarms).
+UPDATE __schema__.outbox_wake SET armed = true WHERE NOT armed;
