@@ -20,9 +20,10 @@ import click
 from omninode_bridge.events.envelope import Envelope
 from omninode_bridge.events.queries import load_event_queries
 from omninode_bridge.events.runner import kafka_sink, open_feed, open_relay
-from omninode_bridge.locks.cli import Context, db_options, main, pass_ctx, run
+from omninode_bridge.locks.cli import Context, db_options, fail, main, pass_ctx, run
 from omninode_bridge.locks.client import LockClient
 from omninode_bridge.locks.config import LockSettings
+from omninode_bridge.locks.errors import LockError
 
 _listing = main.commands["events"]  # the engine's newest-first listing
 
@@ -51,7 +52,7 @@ def events_cmd(
     if not (follow or after is not None):
         click_ctx.invoke(_listing, lock_name=lock_name, limit=limit, as_json=as_json)
         return
-    settings = click_ctx.ensure_object(Context).settings(pool_min=1, pool_max=2)
+    settings = click_ctx.ensure_object(Context).settings(pool_max=2)
     page = min(limit, 1000)  # per read
     run(lambda: _follow(settings, lock_name, page, as_json, follow, after), settings)
 
@@ -124,9 +125,12 @@ def relay_cmd(
     forget: bool,
 ) -> None:
     """Relay lock events from the outbox to Kafka until SIGTERM/SIGINT."""
-    settings = ctx.settings(
-        pool_min=1, pool_max=2, kafka_bootstrap_servers=bootstrap_servers, kafka_topic_prefix=topic_prefix
-    )
+    settings = ctx.settings(pool_max=2)
+    overrides = {"kafka_bootstrap_servers": bootstrap_servers, "kafka_topic_prefix": topic_prefix}
+    try:
+        settings = settings.replace(**{k: v for k, v in overrides.items() if v is not None})
+    except LockError as err:
+        fail(str(err))
     if forget:
         count = run(lambda: _forget(settings), settings)
         click.echo(f"unregistered {count} relay(s)")
