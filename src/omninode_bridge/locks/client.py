@@ -176,6 +176,7 @@ class LockClient(LockStore):
     ) -> AcquireRequest:
         """Validate an acquire request (raises ``VALIDATION_ERROR`` before any I/O)."""
         ttl = options.get("ttl")
+        lease_id = options.get("lease_id")
         return AcquireRequest(
             name=check_name(name),
             owner_id=check_name(owner_id or self.owner_id, "owner_id"),
@@ -185,6 +186,8 @@ class LockClient(LockStore):
             permits=check_permits(options.get("permits")),
             reentrant=bool(options.get("reentrant", False)),
             metadata=check_metadata(options.get("metadata")),
+            # a caller's own id makes its retried request find its earlier effect
+            lease_id=uuid.uuid4() if lease_id is None else parse_lease_id(lease_id),
         )
 
     async def acquire(
@@ -197,7 +200,8 @@ class LockClient(LockStore):
     ) -> Lease:
         """Acquire ``name``. Options: ``mode`` ("exclusive" | "shared"), ``ttl`` (s),
         ``wait`` (0 tries once; T queues FIFO for up to T s), ``permits`` (semaphore
-        size), ``reentrant``, ``metadata`` (JSON object, <= 4 KiB).
+        size), ``reentrant``, ``metadata`` (JSON object, <= 4 KiB), ``lease_id`` (the
+        caller's own UUID, so a retried request finds its own earlier grant or queue entry).
 
         With ``conn`` the lease is taken inside the caller's transaction and commits or
         rolls back with it (try-lock only: a queue entry would be invisible until commit).
@@ -327,8 +331,11 @@ class LockClient(LockStore):
         self.stats.last_db_ms = (time.perf_counter() - started) * 1000
         return bool(row["detail"] != "already released")
 
-    async def extend(self, lease: Lease, ttl: float | None = None) -> Lease:
-        """Renew ``lease`` for ``ttl`` seconds (default: its TTL) from now, by the DB clock."""
+    async def extend(self, lease: Lease | str | uuid.UUID, ttl: float | None = None) -> Lease:
+        """Renew ``lease`` for ``ttl`` seconds (default: its TTL, or ``default_ttl`` for a
+        bare lease id) from now, by the DB clock. Returns the renewed lease."""
+        if not isinstance(lease, Lease):
+            return await self._extend_id(parse_lease_id(lease), ttl)
         seconds = check_ttl(lease.ttl if ttl is None else ttl)
         sent = time.monotonic()
         row = await self._call("extend", parse_lease_id(lease), int(seconds * 1000))
@@ -344,6 +351,15 @@ class LockClient(LockStore):
         )
         self.stats.extends += 1
         return lease
+
+    async def _extend_id(self, lease_id: uuid.UUID, ttl: float | None) -> Lease:
+        """Extend by lease id alone (the HTTP API's form): the lease comes from the row."""
+        seconds = check_ttl(self.settings.default_ttl if ttl is None else ttl)
+        sent = time.monotonic()
+        row = await self._call("extend", lease_id, int(seconds * 1000))
+        lease_outcome(row, "extend")
+        self.stats.extends += 1
+        return Lease.from_record(row, sent)
 
     @asynccontextmanager
     async def lock(

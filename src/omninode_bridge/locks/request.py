@@ -34,6 +34,7 @@ class AcquireOptions(TypedDict, total=False):
     permits: int | None
     reentrant: bool
     metadata: dict[str, Any] | None
+    lease_id: str | uuid.UUID | None
 
 
 @dataclass(frozen=True)
