@@ -58,6 +58,7 @@ def _describe(errors: list[Any]) -> tuple[str, list[dict[str, Any]]]:
         return "invalid request", []
     first = problems[0]
     if first["type"] == "json_invalid":
+        first["field"] = "body"
         return f"malformed JSON body: {first['problem']}", problems
     if first["type"] == "extra_forbidden":
         return f"unknown field {first['field']!r}", problems

@@ -48,6 +48,11 @@ class BodyLimit:
         except UnicodeDecodeError as err:
             await _reject(send, 400, f"request body is not valid UTF-8 (byte {err.start})")
             return
+        # every body of this API is JSON, whatever the client declared (curl -d sends a
+        # form content type): parse it as JSON so the error names the real problem
+        scope = dict(scope)
+        scope["headers"] = [(k, v) for k, v in scope.get("headers") or [] if k != b"content-type"]
+        scope["headers"].append((b"content-type", b"application/json"))
         replayed = False
 
         async def replay() -> Message:
