@@ -103,10 +103,12 @@ class NodeDistributedLockEffect(NodeEffect):
         try:
             self.config = ModelDistributedLockConfig.model_validate(container.config)
         except ValidationError as err:
+            first = err.errors()[0]
+            key = ".".join(map(str, first["loc"]))
             raise ModelOnexError(
-                f"invalid NodeDistributedLockEffect configuration: {err.errors()[0]['msg']}",
+                f"invalid NodeDistributedLockEffect configuration: {key}: {first['msg']}",
                 EnumCoreErrorCode.INVALID_CONFIGURATION,
-                field=".".join(map(str, err.errors()[0]["loc"])),
+                field=key,
             ) from err
         self.locks: LockClient | None = None
         self._owns_client = False
