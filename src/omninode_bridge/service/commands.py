@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 
@@ -89,6 +90,10 @@ def run_cmd(
     Busy: exit 75 at once (or queue with --wait). If the lease is lost, COMMAND gets
     SIGTERM, then SIGKILL after --kill-after seconds, and this exits 70.
     """
+    if command[:1] == ("--",):  # with ignore_unknown_options click hands the separator on
+        command = command[1:]
+    if not command:
+        fail("run needs a COMMAND after NAME (omninode-lock run NAME -- COMMAND ...)", 2)
     settings = ctx.settings(pool_min=1, pool_max=2)
 
     async def go() -> int:
@@ -124,7 +129,8 @@ async def _hold_and_run(
             wait=wait,
             mode=mode,
         ):
-            proc = await asyncio.create_subprocess_exec(*command)
+            # its own process group, so stopping it stops its children too
+            proc = await asyncio.create_subprocess_exec(*command, start_new_session=True)
             _forward_signals(proc)
             return await proc.wait()
     except (asyncio.CancelledError, LockError):
@@ -137,14 +143,17 @@ async def _hold_and_run(
 
 
 async def _stop(proc: asyncio.subprocess.Process, kill_after: float) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        proc.terminate()
-    try:
+    """SIGTERM to COMMAND's process group, SIGKILL after ``kill_after`` seconds."""
+    _signal_group(proc, signal.SIGTERM)
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(proc.wait(), kill_after)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
+    _signal_group(proc, signal.SIGKILL)  # also any child that outlived its parent
+    await proc.wait()
+
+
+def _signal_group(proc: asyncio.subprocess.Process, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
 
 
 def _forward_signals(proc: asyncio.subprocess.Process) -> None:
@@ -157,5 +166,4 @@ def _forward_signals(proc: asyncio.subprocess.Process) -> None:
 
 def _send(proc: asyncio.subprocess.Process, sig: int) -> None:
     if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(sig)
+        _signal_group(proc, sig)
