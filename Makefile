@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml
 
 $(VENV): $(STAMP)
 
+# The lock service on the embedded PostgreSQL with a little background load; prints the
+# dashboard, API docs and metrics URLs. (The old terminal demo: .venv/bin/omninode-lock demo)
 run: $(STAMP)
-	$(BIN)/omninode-lock demo
+	$(BIN)/omninode-lock serve --demo-load --log-level warning
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider --cov --cov-report=term:skip-covered

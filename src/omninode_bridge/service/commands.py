@@ -34,9 +34,10 @@ __all__ = ["main"]
     "--insecure-no-auth", is_flag=True, help="Allow a non-loopback address with no auth tokens configured."
 )
 @click.option("--log-level", default="info", show_default=True)
+@click.option("--demo-load", is_flag=True, help="Run a small background load (for make run).")
 @pass_ctx
 def serve_cmd(
-    ctx: Context, host: str, port: int, workers: int, insecure_no_auth: bool, log_level: str
+    ctx: Context, host: str, port: int, workers: int, insecure_no_auth: bool, log_level: str, demo_load: bool
 ) -> None:
     """Serve the HTTP API, /metrics, /health and the dashboard (needs the service extra)."""
     try:
@@ -54,6 +55,7 @@ def serve_cmd(
             workers=workers,
             allow_public_without_auth=insecure_no_auth,
             log_level=log_level,
+            demo_load=demo_load,
         )
     except LockError as err:
         fail(f"{err.code}: {err.message}")

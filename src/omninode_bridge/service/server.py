@@ -50,18 +50,24 @@ def serve(
     workers: int = 1,
     allow_public_without_auth: bool = False,
     log_level: str = "info",
+    demo_load: bool = False,
 ) -> None:
     """Run the service until interrupted. With ``workers > 1`` each worker process
     reads its configuration from the environment / config file (so the DSN must come
     from there too)."""
     import uvicorn
 
-    from omninode_bridge.service.app import create_app
-
     warning = check_bind(settings, host, allow_public_without_auth=allow_public_without_auth)
     if warning:
         print(f"\n  {warning}\n", file=sys.stderr, flush=True)
         emit_log_event(LogLevel.WARNING, warning)
+    if workers == 1:
+        import asyncio
+
+        asyncio.run(_serve_one(settings, host, port, log_level=log_level, demo_load=demo_load))
+        return
+    if demo_load:
+        raise LockValidationError("--demo-load runs in a single worker", field="workers")
     if workers > 1:
         uvicorn.run(
             "omninode_bridge.service.app:create_app",
@@ -71,5 +77,47 @@ def serve(
             workers=workers,
             log_level=log_level,
         )
-    else:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+
+
+async def _serve_one(
+    settings: LockSettings, host: str, port: int, *, log_level: str, demo_load: bool
+) -> None:
+    """One worker in this process: print where everything is once it listens, and run
+    the demo load beside it when asked."""
+    import asyncio
+    import contextlib
+
+    import uvicorn
+
+    from omninode_bridge.service.app import create_app
+
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port, log_level=log_level))
+    serving = asyncio.ensure_future(server.serve())
+    for _ in range(6000):  # uvicorn offers no "started" event: look every 50 ms
+        if server.started or serving.done():
+            break
+        await asyncio.sleep(0.05)
+    load: asyncio.Future[None] | None = None
+    if server.started:
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        base = f"http://{shown}:{port}"
+        print(
+            f"\n  omninode lock service on {settings.safe_dsn()}\n"
+            f"    dashboard  {base}/\n    API docs   {base}/docs\n    metrics    {base}/metrics\n"
+            f"    health     {base}/health\n",
+            file=sys.stderr,
+            flush=True,
+        )
+        if demo_load:
+            from omninode_bridge.service.demo_load import run_load
+
+            token = (settings.client_tokens or settings.admin_tokens or (None,))[0]
+            load = asyncio.ensure_future(run_load(base, token=token))
+            print("  a small background load is running (demo workers)\n", file=sys.stderr, flush=True)
+    try:
+        await serving
+    finally:
+        if load is not None:
+            load.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await load
