@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck check bench-engine bench-generate clean
+.PHONY: run test lint typecheck check bench-engine bench-generate bench-service clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -37,6 +37,9 @@ bench-engine: $(STAMP)
 
 bench-generate: $(STAMP)
 	$(BIN)/python -m bench.generate
+
+bench-service: $(STAMP)
+	$(BIN)/python -m bench.service
 
 clean:
 	rm -rf $(VENV) .omninode .pytest_cache .mypy_cache .ruff_cache
