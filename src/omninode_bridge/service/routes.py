@@ -90,9 +90,9 @@ async def _acquire_or_abandon(request: Request, locks: LockClient, name: str, bo
     hangs up first the wait is cancelled, and the engine leaves the queue (releasing a
     grant that raced in), so nobody holds a lease that no one knows about."""
     options: dict[str, Any] = body.model_dump(exclude={"owner_id"}, exclude_none=True)
+    if body.wait <= 0:  # a try-lock answers at once: no need to watch the connection
+        return await locks.acquire(name, body.owner_id, **options)
     acquiring = asyncio.ensure_future(locks.acquire(name, body.owner_id, **options))
-    if body.wait <= 0:
-        return await acquiring
     watching = asyncio.ensure_future(_until_disconnect(request))
     try:
         await asyncio.wait((acquiring, watching), return_when=asyncio.FIRST_COMPLETED)
