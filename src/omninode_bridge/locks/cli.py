@@ -243,7 +243,7 @@ def extend_cmd(ctx: Context, lease_id: str, ttl: float | None, as_json: bool) ->
 
     async def go() -> dict[str, Any]:
         async with _client(settings) as locks:
-            return dict((await locks.extend(lease_id, ttl)).to_dict())
+            return dict((await locks.extend_lease_id(lease_id, ttl)).to_dict())
 
     lease = run(go, settings)
     _emit(lease, as_json, f"extended {lease['lock_name']!r} until {lease['expires_at']}")

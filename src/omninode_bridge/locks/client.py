@@ -331,11 +331,8 @@ class LockClient(LockStore):
         self.stats.last_db_ms = (time.perf_counter() - started) * 1000
         return bool(row["detail"] != "already released")
 
-    async def extend(self, lease: Lease | str | uuid.UUID, ttl: float | None = None) -> Lease:
-        """Renew ``lease`` for ``ttl`` seconds (default: its TTL, or ``default_ttl`` for a
-        bare lease id) from now, by the DB clock. Returns the renewed lease."""
-        if not isinstance(lease, Lease):
-            return await self._extend_id(parse_lease_id(lease), ttl)
+    async def extend(self, lease: Lease, ttl: float | None = None) -> Lease:
+        """Renew ``lease`` for ``ttl`` seconds (default: its TTL) from now, by the DB clock."""
         seconds = check_ttl(lease.ttl if ttl is None else ttl)
         sent = time.monotonic()
         row = await self._call("extend", parse_lease_id(lease), int(seconds * 1000))
@@ -352,11 +349,12 @@ class LockClient(LockStore):
         self.stats.extends += 1
         return lease
 
-    async def _extend_id(self, lease_id: uuid.UUID, ttl: float | None) -> Lease:
-        """Extend by lease id alone (the HTTP API's form): the lease comes from the row."""
+    async def extend_lease_id(self, lease_id: str | uuid.UUID, ttl: float | None = None) -> Lease:
+        """Renew a lease known only by its id (the HTTP API's and CLI's form) for ``ttl``
+        seconds (default ``default_ttl``); returns the lease as the database now has it."""
         seconds = check_ttl(self.settings.default_ttl if ttl is None else ttl)
         sent = time.monotonic()
-        row = await self._call("extend", lease_id, int(seconds * 1000))
+        row = await self._call("extend", parse_lease_id(lease_id), int(seconds * 1000))
         lease_outcome(row, "extend")
         self.stats.extends += 1
         return Lease.from_record(row, sent)

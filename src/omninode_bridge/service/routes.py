@@ -89,10 +89,20 @@ async def _acquire_or_abandon(request: Request, locks: LockClient, name: str, bo
     """A long poll: the engine waits on the process's shared listener; if the caller
     hangs up first the wait is cancelled, and the engine leaves the queue (releasing a
     grant that raced in), so nobody holds a lease that no one knows about."""
-    options: dict[str, Any] = body.model_dump(exclude={"owner_id"}, exclude_none=True)
+    acquiring_now = locks.acquire(
+        name,
+        body.owner_id,
+        mode=body.mode,
+        ttl=body.ttl,
+        wait=body.wait,
+        permits=body.permits,
+        reentrant=body.reentrant,
+        metadata=body.metadata,
+        lease_id=body.lease_id,
+    )
     if body.wait <= 0:  # a try-lock answers at once: no need to watch the connection
-        return await locks.acquire(name, body.owner_id, **options)
-    acquiring = asyncio.ensure_future(locks.acquire(name, body.owner_id, **options))
+        return await acquiring_now
+    acquiring = asyncio.ensure_future(acquiring_now)
     watching = asyncio.ensure_future(_until_disconnect(request))
     try:
         await asyncio.wait((acquiring, watching), return_when=asyncio.FIRST_COMPLETED)
@@ -153,7 +163,7 @@ async def release(name: str, body: ReleaseBody, request: Request) -> dict[str, A
 async def extend(name: str, body: ExtendBody, request: Request) -> JSONResponse:
     locks, metrics, auth = _parts(request)
     auth.require(request)
-    lease = await locks.extend(body.lease_id, body.ttl)
+    lease = await locks.extend_lease_id(body.lease_id, body.ttl)
     metrics.extends.inc()
     request.app.state.changed.set()
     return JSONResponse(lease_json(lease))

@@ -327,7 +327,9 @@ class NodeDistributedLockEffect(NodeEffect):
     ) -> None:
         lease_id = await self._lease_of(req)
         try:
-            lease = await self._client().extend(lease_id, req.extension_duration or req.lease_duration)
+            lease = await self._client().extend_lease_id(
+                lease_id, req.extension_duration or req.lease_duration
+            )
         except LockError:
             self._forget(lease_id)
             raise
