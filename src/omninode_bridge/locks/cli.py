@@ -136,8 +136,9 @@ def migrate_cmd(ctx: Context) -> None:
 @db_options
 @click.option("--prefix", default=None, help="Only locks whose name starts with this.")
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="Counts and locks as one JSON object.")
 @pass_ctx
-def status_cmd(ctx: Context, prefix: str | None, limit: int) -> None:
+def status_cmd(ctx: Context, prefix: str | None, limit: int, as_json: bool) -> None:
     """Counts and the currently held locks."""
 
     settings = ctx.settings(pool_min=1, pool_max=2)
@@ -147,6 +148,22 @@ def status_cmd(ctx: Context, prefix: str | None, limit: int) -> None:
             return await locks.counts(), await locks.list_locks(prefix=prefix, limit=limit)
 
     counts, held = run(go, settings)
+    if as_json:
+        rows = [
+            {
+                "name": h.name,
+                "mode": "exclusive" if h.exclusive else "shared",
+                "holders": h.holders,
+                "owners": h.owners,
+                "permits": h.permits,
+                "waiters": h.waiters,
+                "last_token": h.last_token,
+                "next_expiry": h.next_expiry,
+            }
+            for h in held
+        ]
+        _emit({"counts": counts, "locks": rows}, True, "")
+        return
     console = _console()
     console.print(
         "  ".join(f"[bold]{k.replace('_', ' ')}[/]: {v}" for k, v in counts.items()), highlight=False

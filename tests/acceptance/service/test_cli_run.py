@@ -89,6 +89,9 @@ async def test_lock_commands_round_trip_with_json(module_dsn: str) -> None:
     assert info["held"] and info["holders"][0]["owner_id"] == "me" and lease["lease_id"] not in out
     code, out, _ = await cli("--dsn", module_dsn, "list", "--prefix", "cli:", "--json")
     assert [r["name"] for r in json.loads(out)] == ["cli:x"]
+    code, out, _ = await cli("--dsn", module_dsn, "status", "--prefix", "cli:", "--json")
+    status = json.loads(out)
+    assert code == 0 and status["counts"]["active_locks"] >= 1 and status["locks"][0]["owners"] == ["me"]
     code, out, _ = await cli("--dsn", module_dsn, "extend", lease["lease_id"], "--ttl", "60", "--json")
     assert code == 0 and json.loads(out)["ttl"] == 60
     code, out, _ = await cli("--dsn", module_dsn, "release", lease["lease_id"])
