@@ -44,13 +44,14 @@ def clean_env(**extra: str) -> dict[str, str]:
 class Service:
     """One ``omninode-lock serve`` process; its stderr/stdout go to a file we can read."""
 
-    def __init__(self, dsn: str, *, port: int | None = None, **env: str) -> None:
+    def __init__(self, dsn: str, *, port: int | None = None, args: tuple[str, ...] = (), **env: str) -> None:
         self.dsn = dsn
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = clean_env(OMNINODE_CLEANUP_INTERVAL="3600", OMNINODE_RECHECK_INTERVAL="1", **env)
         self.log = tempfile.NamedTemporaryFile(prefix="omninode-svc-", suffix=".log", delete=False)  # noqa: SIM115
         self.proc: asyncio.subprocess.Process | None = None
+        self.args = args
 
     async def start(self, limit_s: float = 60) -> Service:
         self.proc = await asyncio.create_subprocess_exec(
@@ -62,6 +63,7 @@ class Service:
             str(self.port),
             "--log-level",
             "info",
+            *self.args,
             stdout=self.log,
             stderr=asyncio.subprocess.STDOUT,
             env=self.env,
@@ -84,7 +86,9 @@ class Service:
 
     async def stop(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
+            # SIGINT: uvicorn shuts down gracefully, then re-raises it as KeyboardInterrupt,
+            # so the process exits through Python (coverage of the subprocess is saved)
+            self.proc.send_signal(signal.SIGINT)
             try:
                 await asyncio.wait_for(self.proc.wait(), 10)
             except TimeoutError:

@@ -104,3 +104,31 @@ async def test_serve_refuses_a_public_bind_without_tokens(module_dsn: str) -> No
 
 async def test_loopback_without_tokens_warns_loudly(service: Service) -> None:
     assert "no auth tokens configured" in service.output()
+
+
+async def test_demo_load_of_make_run_moves_the_dashboard(module_dsn: str) -> None:
+    """``make run`` is ``serve --demo-load``: it prints where things are and makes traffic."""
+    svc = await Service(module_dsn, args=("--demo-load",)).start()
+    try:
+        async with httpx.AsyncClient(base_url=svc.url, timeout=30) as http:
+            granted = 0.0
+            for _ in range(100):
+                metrics = (await http.get("/metrics")).text
+                line = next(
+                    (
+                        x
+                        for x in metrics.splitlines()
+                        if x.startswith('distributed_lock_acquires_total{result="granted"}')
+                    ),
+                    None,
+                )
+                granted = float(line.split()[-1]) if line else 0.0
+                if granted >= 3:
+                    break
+                await asyncio.sleep(0.2)
+            assert granted >= 3
+        out = svc.output()
+        for url in (f"{svc.url}/", f"{svc.url}/docs", f"{svc.url}/metrics"):
+            assert url in out, out
+    finally:
+        await svc.stop()
