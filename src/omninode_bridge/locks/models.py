@@ -183,12 +183,25 @@ def check_metadata(metadata: Any) -> dict[str, Any]:
     if not isinstance(metadata, dict):
         raise LockValidationError("metadata must be a JSON object", field="metadata")
     try:
-        size = len(json.dumps(metadata, separators=(",", ":")).encode())
+        # allow_nan=False: NaN/Infinity are not JSON, and jsonb refuses them
+        size = len(json.dumps(metadata, separators=(",", ":"), allow_nan=False).encode())
     except (TypeError, ValueError) as err:
         raise LockValidationError(f"metadata is not JSON-serialisable: {err}", field="metadata") from err
+    if _has_nul(metadata):  # jsonb cannot store U+0000 either
+        raise LockValidationError("metadata must not contain NUL (U+0000) characters", field="metadata")
     if size > MAX_METADATA_BYTES:
         raise LockValidationError(f"metadata is {size} bytes; the limit is 4096", field="metadata")
     return metadata
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def check_mode(mode: Any) -> LockMode:
