@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -85,6 +86,17 @@ def install_error_handlers(app: FastAPI) -> None:
         else:
             message = str(err.detail)
         return error_response(err.status_code, code, message)
+
+    @app.exception_handler(asyncpg.DataError)
+    async def on_data(request: Request, err: asyncpg.DataError) -> JSONResponse:
+        # SQLSTATE class 22: the database refused a value the caller sent
+        return error_response(422, "VALIDATION_ERROR", f"the database refused a value ({err.sqlstate})")
+
+    @app.exception_handler(asyncpg.PostgresConnectionError)
+    @app.exception_handler(asyncpg.InterfaceError)
+    @app.exception_handler(OSError)
+    async def on_connection(request: Request, err: Exception) -> JSONResponse:
+        return error_response(503, "DATABASE_ERROR", f"database unreachable ({type(err).__name__})")
 
     @app.exception_handler(Exception)
     async def on_bug(request: Request, err: Exception) -> JSONResponse:

@@ -73,6 +73,13 @@ def summary_json(s: LockSummary) -> dict[str, Any]:
     }
 
 
+def _text(value: str | None, field: str) -> str | None:
+    """A query-string filter: PostgreSQL text cannot hold U+0000, so refuse it here."""
+    if value is not None and "\x00" in value:
+        raise LockValidationError(f"{field} must not contain NUL", field=field)
+    return value
+
+
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
@@ -188,7 +195,11 @@ async def list_locks(
     locks, _, auth = _parts(request)
     auth.require(request)
     rows = await locks.list_locks(
-        prefix=prefix, owner_id=owner_id, expiring_within=expiring_within, limit=limit, after=after
+        prefix=_text(prefix, "prefix"),
+        owner_id=_text(owner_id, "owner_id"),
+        expiring_within=expiring_within,
+        limit=limit,
+        after=_text(after, "after"),
     )
     items = [summary_json(r) for r in rows]
     return {"locks": items, "next_after": items[-1]["name"] if len(items) == limit else None}
@@ -202,7 +213,7 @@ async def force_release(
 ) -> dict[str, Any]:
     locks, metrics, auth = _parts(request)
     auth.require(request, Role.ADMIN)
-    count = await locks.force_release(name, reason)
+    count = await locks.force_release(name, _text(reason, "reason") or "")
     metrics.force_releases.inc(count)
     request.app.state.changed.set()
     return {"lock_name": name, "released": count}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 # The engine validates ranges again (one rule, one place: locks/models.py); these
 # bounds only make the OpenAPI document say what the engine accepts.
@@ -27,24 +27,6 @@ class AcquireBody(BaseModel):
     lease_id: str | None = Field(
         default=None, description="Your own UUID: a retried request finds its earlier grant."
     )
-
-    @field_validator("metadata")
-    @classmethod
-    def _no_nul(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        # PostgreSQL's jsonb cannot store U+0000; refuse it here rather than as a database error
-        if value is not None and _has_nul(value):
-            raise ValueError("metadata must not contain NUL (U+0000) characters")
-        return value
-
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
 
 
 class ReleaseBody(BaseModel):

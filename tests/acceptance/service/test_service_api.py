@@ -159,6 +159,20 @@ BAD_INPUTS: list[tuple[str, str, bytes | None, int, str]] = [
         "NUL",
     ),
     ("nul-in-name", "/v1/locks/bad%00name/acquire", b'{"owner_id": "a"}', 422, "NUL"),
+    (
+        "nan-in-metadata",
+        "/v1/locks/bad/acquire",
+        b'{"owner_id": "a", "metadata": {"x": NaN}}',
+        422,
+        "metadata",
+    ),
+    (
+        "infinity-in-metadata",
+        "/v1/locks/bad/acquire",
+        b'{"owner_id": "a", "metadata": {"x": 1e400}}',
+        422,
+        "metadata",
+    ),
     ("malformed-json", "/v1/locks/bad/acquire", b'{"owner_id": ', 422, "JSON"),
     ("not-an-object", "/v1/locks/bad/acquire", b"[1, 2]", 422, "body"),
     ("empty-body", "/v1/locks/bad/acquire", b"", 422, "body"),
@@ -192,6 +206,10 @@ async def test_bad_input_is_a_4xx_and_changes_nothing(
 
 
 async def test_bad_query_and_unknown_route_are_4xx(http: httpx.AsyncClient) -> None:
+    for param in ("prefix", "owner_id", "after"):
+        body = assert_error(await http.get("/v1/locks", params={param: "a\x00b"}), 422, "VALIDATION_ERROR")
+        assert "NUL" in body["error_message"]
+    assert_error(await http.delete("/v1/locks/x", params={"reason": "\x00"}), 422, "VALIDATION_ERROR")
     assert_error(await http.get("/v1/locks", params={"limit": "0"}), 422, "VALIDATION_ERROR")
     assert_error(await http.get("/v1/locks", params={"limit": "many"}), 422, "VALIDATION_ERROR")
     resp = await http.get("/v1/nothing-here")
