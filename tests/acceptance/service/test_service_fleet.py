@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+import sys
 import time
 
 import httpx
@@ -132,3 +135,50 @@ async def test_demo_load_of_make_run_moves_the_dashboard(module_dsn: str) -> Non
             assert url in out, out
     finally:
         await svc.stop()
+
+
+async def _wait_healthy(url: str, proc: asyncio.subprocess.Process) -> None:
+    async with httpx.AsyncClient(base_url=url) as http:
+        for _ in range(300):
+            assert proc.returncode is None, "the server exited"
+            with contextlib.suppress(httpx.TransportError):
+                if (await http.get("/health", timeout=2)).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+    raise AssertionError("never healthy")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(
+            (sys.executable, "-m", "omninode_bridge.nodes.distributed_lock_effect.v1_0_0.node"),
+            id="node-module",
+        ),
+        pytest.param((CLI, "serve", "--workers", "2"), id="serve-two-workers"),
+    ],
+)
+async def test_other_ways_to_serve(module_dsn: str, argv: tuple[str, ...]) -> None:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        *argv, "--port", str(port),
+        env=clean_env(OMNINODE_POSTGRES_DSN=module_dsn, OMNINODE_CLEANUP_INTERVAL="3600"),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        await _wait_healthy(url, proc)
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            name = f"served-{port}"
+            ok = await http.post(f"/v1/locks/{name}/acquire", json={"owner_id": "one"})
+            assert ok.status_code == 200, ok.text
+            for _ in range(4):  # with two workers, requests land on either; all agree
+                busy = await http.post(f"/v1/locks/{name}/acquire", json={"owner_id": "two"})
+                assert busy.status_code == 409
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(proc.wait(), 20)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
