@@ -63,3 +63,28 @@ async def test_lock_appears_and_disappears_live(page: Any, service: Service, htt
     events = await page.locator("#event-rows").inner_text()
     assert "released" in events and "billing:nightly" in events
     assert loads == ["load"]  # one page load: every change arrived over the stream
+
+
+async def test_dashboard_with_tokens_reads_the_token_from_the_fragment(module_dsn: str) -> None:
+    if not HAVE_CHROMIUM:
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    from playwright.async_api import async_playwright
+
+    svc = await Service(module_dsn, OMNINODE_CLIENT_TOKENS="dash-token").start()
+    try:
+        async with async_playwright() as pw, httpx.AsyncClient(base_url=svc.url, timeout=30) as http:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = await browser.new_page()
+            await page.goto(svc.url + "/")  # no token: the stream is refused, and the page says so
+            await page.wait_for_selector("#conn.down", timeout=15_000)
+            assert "401" in await page.locator("#conn-text").inner_text()
+            await page.goto(svc.url + "/#token=dash-token")
+            await page.reload()
+            await page.wait_for_selector("#conn.live", timeout=15_000)
+            auth = {"Authorization": "Bearer dash-token"}
+            await http.post("/v1/locks/tokened/acquire", json={"owner_id": "t"}, headers=auth)
+            await page.locator('tr[data-lock="tokened"]').wait_for(timeout=10_000)
+            await browser.close()
+        assert "dash-token" not in svc.output()
+    finally:
+        await svc.stop()
