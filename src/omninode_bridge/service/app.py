@@ -20,6 +20,7 @@ from omninode_bridge import __version__
 from omninode_bridge.core.logging import LogLevel, emit_log_event
 from omninode_bridge.locks.client import LockClient
 from omninode_bridge.locks.config import LockSettings
+from omninode_bridge.locks.errors import LockDatabaseError, LockError
 from omninode_bridge.service import dashboard, routes
 from omninode_bridge.service.auth import TokenAuth
 from omninode_bridge.service.errors import install_error_handlers
@@ -29,9 +30,47 @@ from omninode_bridge.service.metrics import ServiceMetrics
 HEALTH_TIMEOUT = 3.0
 
 
+CONNECT_RETRY = 1.0
+
+
+def locks_of(app: Any) -> LockClient:
+    """The app's client; ``DATABASE_ERROR`` while the first connection is still pending."""
+    locks: LockClient | None = app.state.locks
+    if locks is None:
+        raise LockDatabaseError(
+            "the service has not reached PostgreSQL yet", reason=app.state.connect_error or "connecting"
+        )
+    return locks
+
+
+async def _connect(app: FastAPI, cfg: LockSettings) -> None:
+    """Open the client; while PostgreSQL is unreachable keep trying (the service stays up
+    and answers 503, so an orchestrator can start it before its database)."""
+    while True:
+        try:
+            app.state.locks = await LockClient.connect(settings=cfg, cleanup=False)
+        except LockDatabaseError as err:
+            if app.state.connect_error is None:
+                emit_log_event(LogLevel.WARNING, "PostgreSQL unreachable; retrying", {"error": err.message})
+            app.state.connect_error = "database unreachable"
+            await asyncio.sleep(CONNECT_RETRY)
+            continue
+        except LockError as err:  # a configuration problem: retrying cannot help
+            app.state.connect_error = err.code
+            emit_log_event(
+                LogLevel.ERROR, "cannot open the lock client", {"error": f"{err.code}: {err.message}"}
+            )
+            raise
+        app.state.connect_error = None
+        emit_log_event(LogLevel.INFO, "lock service ready", {"database": cfg.safe_dsn()})
+        return
+
+
 async def _cleanup_loop(app: FastAPI, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
+        if app.state.locks is None:
+            continue
         try:
             reaped = await app.state.locks.cleanup_expired()
         except Exception as err:  # the next round tries again; correctness never needs it
@@ -49,17 +88,22 @@ def create_app(settings: LockSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.locks = await LockClient.connect(settings=cfg, cleanup=False)
+        connecting = asyncio.get_running_loop().create_task(_connect(app, cfg))
+        # a first attempt before serving: a bad DSN fails the start-up at once
+        await asyncio.wait({connecting}, timeout=HEALTH_TIMEOUT)
+        if connecting.done() and connecting.exception() is not None:
+            raise connecting.exception()  # type: ignore[misc]
         cleaner = asyncio.get_running_loop().create_task(_cleanup_loop(app, cfg.cleanup_interval))
-        emit_log_event(LogLevel.INFO, "lock service ready", {"database": cfg.safe_dsn()})
         try:
             yield
         finally:
-            cleaner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await cleaner
+            for task in (cleaner, connecting):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await app.state.dashboard.close()
-            await app.state.locks.close()
+            if app.state.locks is not None:
+                await app.state.locks.close()
 
     app = FastAPI(
         title="omninode-bridge lock service",
@@ -68,6 +112,8 @@ def create_app(settings: LockSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = cfg
+    app.state.locks = None
+    app.state.connect_error = None
     app.state.metrics = ServiceMetrics()
     app.state.auth = TokenAuth(cfg.client_tokens, cfg.admin_tokens)
     app.state.changed = asyncio.Event()
@@ -82,7 +128,7 @@ def create_app(settings: LockSettings | None = None) -> FastAPI:
     @app.get("/health", summary="Liveness and database reachability")
     async def health(request: Request) -> JSONResponse:
         try:
-            counts = await asyncio.wait_for(request.app.state.locks.counts(), HEALTH_TIMEOUT)
+            counts = await asyncio.wait_for(locks_of(request.app).counts(), HEALTH_TIMEOUT)
         except (Exception, TimeoutError) as err:
             reason = getattr(err, "code", None) or type(err).__name__
             body: dict[str, Any] = {"status": "unhealthy", "postgres": "unreachable", "reason": reason}
@@ -91,12 +137,12 @@ def create_app(settings: LockSettings | None = None) -> FastAPI:
 
     @app.get("/metrics", summary="Prometheus text format")
     async def metrics(request: Request) -> Response:
-        text = await request.app.state.metrics.render(request.app.state.locks)
+        text = await request.app.state.metrics.render(request.app.state.locks)  # None: still connecting
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/locks", summary="Held locks for operators (no lease ids)")
     async def operator_locks(request: Request) -> dict[str, Any]:
         request.app.state.auth.require(request)
-        return await dashboard.snapshot_locks(request.app.state.locks)
+        return await dashboard.snapshot_locks(locks_of(request.app))
 
     return app

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 from omninode_bridge.locks.client import LockClient
-from omninode_bridge.locks.errors import LockNotFoundError
+from omninode_bridge.locks.errors import LockDatabaseError, LockNotFoundError
 from omninode_bridge.service.routes import info_json
 
 if TYPE_CHECKING:
@@ -73,7 +73,9 @@ class Broadcaster:
 
     async def snapshot(self) -> dict[str, Any]:
         state = self._app.state
-        locks: LockClient = state.locks
+        locks: LockClient | None = state.locks
+        if locks is None:
+            raise LockDatabaseError("the service has not reached PostgreSQL yet")
         counts = await locks.counts()
         held = await snapshot_locks(locks)
         events = [_event_json(e) for e in await locks.recent_events(None, 40)]

@@ -80,9 +80,12 @@ class ServiceMetrics:
             "p95_ms": round(pick(0.95), 2),
         }
 
-    async def render(self, locks: LockClient) -> bytes:
+    async def render(self, locks: LockClient | None) -> bytes:
         """The text exposition, after refreshing the gauges (a failed database read
-        sets ``db_up`` to 0 and keeps the last known values)."""
+        sets ``db_up`` to 0 and keeps the last known values; ``None``: not connected yet)."""
+        if locks is None:
+            self.db_up.set(0)
+            return generate_latest(self.registry)
         pool = locks.pool
         self.pool_size.set(pool.get_size())
         self.pool_idle.set(pool.get_idle_size())

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from omninode_bridge.locks.client import LockClient
-from omninode_bridge.locks.errors import LockError, LockValidationError
+from omninode_bridge.locks.errors import LockDatabaseError, LockError, LockValidationError
 from omninode_bridge.locks.models import Lease, LockInfo, LockSummary
 from omninode_bridge.service.auth import Role, TokenAuth
 from omninode_bridge.service.metrics import ServiceMetrics
@@ -31,7 +31,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 def _parts(request: Request) -> tuple[LockClient, ServiceMetrics, TokenAuth]:
     state = request.app.state
-    return state.locks, state.metrics, state.auth
+    locks: LockClient | None = state.locks
+    if locks is None:
+        raise LockDatabaseError("the service has not reached PostgreSQL yet", reason="connecting")
+    return locks, state.metrics, state.auth
 
 
 def lease_json(lease: Lease) -> dict[str, Any]:

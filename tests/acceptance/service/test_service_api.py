@@ -133,6 +133,29 @@ async def test_database_error_is_503(module_dsn: str) -> None:
         await proxy.close()
 
 
+async def test_starts_before_its_database_and_serves_once_it_answers(module_dsn: str) -> None:
+    proxy = await CuttableProxy(module_dsn).start()
+    proxy.cut()
+    svc = Service(proxy.dsn)
+    try:
+        await svc.start(healthy=False)
+        async with httpx.AsyncClient(base_url=svc.url, timeout=30) as http:
+            down = await http.get("/health")
+            assert down.status_code == 503 and down.json()["postgres"] == "unreachable"
+            assert_error(await acquire(http, "early"), 503, "DATABASE_ERROR")
+            assert (await http.get("/metrics")).status_code == 200
+            proxy.heal()
+            for _ in range(100):
+                if (await http.get("/health")).status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
+            assert (await http.get("/health")).status_code == 200
+            assert (await acquire(http, "early")).status_code == 200
+    finally:
+        await svc.stop()
+        await proxy.close()
+
+
 BAD_INPUTS: list[tuple[str, str, bytes | None, int, str]] = [
     # (id, path, raw body, status, words the message must contain)
     ("unknown-field", "/v1/locks/bad/acquire", b'{"owner_id": "a", "colour": "red"}', 422, "colour"),
