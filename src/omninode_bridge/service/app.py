@@ -50,9 +50,11 @@ async def _connect(app: FastAPI, cfg: LockSettings) -> None:
         try:
             app.state.locks = await LockClient.connect(settings=cfg, cleanup=False)
         except LockDatabaseError as err:
-            if app.state.connect_error is None:
-                emit_log_event(LogLevel.WARNING, "PostgreSQL unreachable; retrying", {"error": err.message})
-            app.state.connect_error = "database unreachable"
+            if app.state.connect_error != err.message:
+                emit_log_event(
+                    LogLevel.WARNING, "lock client not ready; retrying every second", {"error": err.message}
+                )
+            app.state.connect_error = err.message
             await asyncio.sleep(CONNECT_RETRY)
             continue
         except LockError as err:  # a configuration problem: retrying cannot help
@@ -131,6 +133,8 @@ def create_app(settings: LockSettings | None = None) -> FastAPI:
             counts = await asyncio.wait_for(locks_of(request.app).counts(), HEALTH_TIMEOUT)
         except (Exception, TimeoutError) as err:
             reason = getattr(err, "code", None) or type(err).__name__
+            if isinstance(err, LockError) and err.details.get("reason"):
+                reason = f"{reason}: {err.details['reason']}"
             body: dict[str, Any] = {"status": "unhealthy", "postgres": "unreachable", "reason": reason}
             return JSONResponse(body, status_code=503)
         return JSONResponse({"status": "healthy", "postgres": "connected", "locks": counts["active_locks"]})
