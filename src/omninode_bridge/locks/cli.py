@@ -396,7 +396,8 @@ def events_cmd(ctx: Context, lock_name: str | None, limit: int, as_json: bool) -
         async with LockClient.connect(settings=settings, cleanup=False) as locks:
             return await locks.recent_events(lock_name, limit)
 
-    events = run(go, settings)
+    # lease ids are secrets: only the acquirer's own answer shows one
+    events = [{k: v for k, v in e.items() if k != "lease_id"} for e in run(go, settings)]
     if as_json:
         for event in events:
             click.echo(json.dumps(event, default=str, sort_keys=True))

@@ -94,6 +94,8 @@ async def test_lock_commands_round_trip_with_json(module_dsn: str) -> None:
     assert code == 0 and status["counts"]["active_locks"] >= 1 and status["locks"][0]["owners"] == ["me"]
     code, out, _ = await cli("--dsn", module_dsn, "extend", lease["lease_id"], "--ttl", "60", "--json")
     assert code == 0 and json.loads(out)["ttl"] == 60
+    code, out, _ = await cli("--dsn", module_dsn, "events", "--lock", "cli:x", "--json")
+    assert code == 0 and '"lock_acquired"' in out and lease["lease_id"] not in out
     code, out, _ = await cli("--dsn", module_dsn, "release", lease["lease_id"])
     assert code == 0 and out.strip() == "released"
     code, out, _ = await cli("--dsn", module_dsn, "cleanup")
