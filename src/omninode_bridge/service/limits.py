@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,7 +21,14 @@ class BodyLimit:
         self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        problem = _url_problem(scope)
+        if problem is not None:  # the router would decode it with replacement characters
+            await _reject(send, 400, problem)
+            return
+        if scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
@@ -63,6 +71,18 @@ class BodyLimit:
             return await receive()  # after the body: wait for the disconnect
 
         await self.app(scope, replay, send)
+
+
+def _url_problem(scope: Scope) -> str | None:
+    """Percent-escapes in the path or query that are not UTF-8 (two different invalid
+    names would otherwise become the same lock name)."""
+    raw_path = scope.get("raw_path") or scope.get("path", "").encode()
+    for where, raw in (("path", raw_path), ("query string", scope.get("query_string", b""))):
+        try:
+            unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
+        except UnicodeDecodeError:
+            return f"the URL {where} is not valid UTF-8 once percent-decoded"
+    return None
 
 
 async def _reject(send: Send, status: int, message: str) -> None:

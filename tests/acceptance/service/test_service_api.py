@@ -233,6 +233,15 @@ async def test_bad_query_and_unknown_route_are_4xx(http: httpx.AsyncClient) -> N
         body = assert_error(await http.get("/v1/locks", params={param: "a\x00b"}), 422, "VALIDATION_ERROR")
         assert "NUL" in body["error_message"]
     assert_error(await http.delete("/v1/locks/x", params={"reason": "\x00"}), 422, "VALIDATION_ERROR")
+    # invalid UTF-8 in the URL is refused, not turned into replacement characters
+    for url in ("/v1/locks/%ED%A0%80/acquire", "/v1/locks/%FF/acquire"):
+        body = assert_error(await http.post(url, json={"owner_id": "x"}), 400, "VALIDATION_ERROR")
+        assert "UTF-8" in body["error_message"]
+    assert_error(await http.get("/v1/locks?prefix=%FF"), 400, "VALIDATION_ERROR")
+    surrogate = await http.post(
+        "/v1/locks/s/acquire", content=b'{"owner_id": "x", "metadata": {"k": "\\ud800"}}'
+    )
+    assert surrogate.status_code == 422, surrogate.text
     assert_error(await http.get("/v1/locks", params={"limit": "0"}), 422, "VALIDATION_ERROR")
     assert_error(await http.get("/v1/locks", params={"limit": "many"}), 422, "VALIDATION_ERROR")
     resp = await http.get("/v1/nothing-here")
