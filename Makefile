@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck check bench-engine bench-compare bench-generate bench-events clean
+.PHONY: run test lint typecheck check bench-engine bench-compare bench-generate bench-events bench-service clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml
 
 $(VENV): $(STAMP)
 
+# The lock service on the embedded PostgreSQL with a little background load; prints the
+# dashboard, API docs and metrics URLs. (The old terminal demo: .venv/bin/omninode-lock demo)
 run: $(STAMP)
-	$(BIN)/omninode-lock demo
+	$(BIN)/omninode-lock serve --demo-load --log-level warning
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider --cov --cov-report=term:skip-covered
@@ -42,6 +44,9 @@ bench-generate: $(STAMP)
 
 bench-events: $(STAMP)
 	$(BIN)/python -m bench.events
+
+bench-service: $(STAMP)
+	$(BIN)/python -m bench.service
 
 clean:
 	rm -rf $(VENV) .omninode .pytest_cache .mypy_cache .ruff_cache

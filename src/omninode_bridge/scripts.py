@@ -24,7 +24,8 @@ def _run(module: str, extra: str, script: str) -> Any:
 
 
 def omninode_lock() -> Any:
-    return _run("omninode_bridge.events.cli", "service", "omninode-lock")  # engine commands + relay
+    # the engine's commands, then relay / events --follow, then serve / run
+    return _run("omninode_bridge.service.commands", "service", "omninode-lock")
 
 
 def omninode_generate() -> Any:

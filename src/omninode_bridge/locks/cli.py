@@ -1,11 +1,14 @@
 """``omninode-lock``: operate the lock service from a shell.
 
-Subcommands: ``migrate``, ``status``, ``force-release``, ``events``, ``demo`` and
-``embedded status|stop``. The database comes from ``--dsn``, else the environment /
-``.env`` / config file (:meth:`LockSettings.load`), else this user's embedded PostgreSQL.
-Expected failures (bad settings included) print one line on stderr and exit non-zero; no
-password is ever printed (messages go through :func:`redact_text`, which also scrubs
-every configured DSN's password).
+Subcommands: ``migrate``, ``status``, ``acquire``, ``release``, ``extend``, ``info``,
+``list``, ``force-release``, ``cleanup``, ``events``, ``demo`` and ``embedded
+status|stop`` (``relay`` and ``events --follow`` come from :mod:`omninode_bridge.events.cli`,
+``serve`` and ``run`` from :mod:`omninode_bridge.service.commands`, the installed entry
+point). The database comes from ``--dsn``, else the environment / ``.env`` / config file
+(:meth:`LockSettings.load`), else this user's embedded PostgreSQL. Expected failures (bad
+settings included) print one line on stderr and exit non-zero; no password is ever
+printed (messages go through :func:`redact_text`, which also scrubs every configured
+DSN's password).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from omninode_bridge import __version__
 from omninode_bridge.core.logging import redact_text
 from omninode_bridge.locks.client import LockClient
 from omninode_bridge.locks.config import CONFIG_VAR, ENV_VARS, LockSettings
@@ -111,6 +115,7 @@ _EPILOG = (
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=_EPILOG)
+@click.version_option(__version__, prog_name="omninode-lock")
 @click.option(
     "--dsn",
     envvar=None,
@@ -148,8 +153,9 @@ def migrate_cmd(ctx: Context) -> None:
 @db_options
 @click.option("--prefix", default=None, help="Only locks whose name starts with this.")
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="Counts and locks as one JSON object.")
 @pass_ctx
-def status_cmd(ctx: Context, prefix: str | None, limit: int) -> None:
+def status_cmd(ctx: Context, prefix: str | None, limit: int, as_json: bool) -> None:
     """Counts and the currently held locks."""
 
     settings = ctx.settings(pool_max=2)
@@ -159,6 +165,22 @@ def status_cmd(ctx: Context, prefix: str | None, limit: int) -> None:
             return await locks.counts(), await locks.list_locks(prefix=prefix, limit=limit)
 
     counts, held = run(go, settings)
+    if as_json:
+        rows = [
+            {
+                "name": h.name,
+                "mode": "exclusive" if h.exclusive else "shared",
+                "holders": h.holders,
+                "owners": h.owners,
+                "permits": h.permits,
+                "waiters": h.waiters,
+                "last_token": h.last_token,
+                "next_expiry": h.next_expiry,
+            }
+            for h in held
+        ]
+        _emit({"counts": counts, "locks": rows}, True, "")
+        return
     console = _console()
     console.print(
         "  ".join(f"[bold]{k.replace('_', ' ')}[/]: {v}" for k, v in counts.items()), highlight=False
@@ -181,6 +203,181 @@ def status_cmd(ctx: Context, prefix: str | None, limit: int) -> None:
         console.print(table)
     else:
         console.print("no locks are held")
+
+
+def _client(settings: LockSettings) -> Any:
+    return LockClient.connect(settings=settings, cleanup=False)
+
+
+def _emit(data: Any, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(data, default=str, sort_keys=True) if as_json else text)
+
+
+@main.command("acquire")
+@db_options
+@click.argument("name")
+@click.option("--owner", "owner_id", default=None, help="Owner id (default: host:pid:random).")
+@click.option("--mode", type=click.Choice(["exclusive", "shared"]), default="exclusive", show_default=True)
+@click.option("--ttl", type=click.FloatRange(1, 3600), default=None, help="Seconds (default from config).")
+@click.option("--wait", type=click.FloatRange(0, 3600), default=0.0, show_default=True)
+@click.option("--permits", type=click.IntRange(1, 100_000), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the lease as JSON.")
+@pass_ctx
+def acquire_cmd(
+    ctx: Context,
+    name: str,
+    owner_id: str | None,
+    mode: str,
+    ttl: float | None,
+    wait: float,
+    permits: int | None,
+    as_json: bool,
+) -> None:
+    """Take NAME and print the lease (its lease id releases or extends it later)."""
+    settings = ctx.settings(pool_max=1)
+
+    async def go() -> dict[str, Any]:
+        async with _client(settings) as locks:
+            lease = await locks.acquire(name, owner_id, mode=mode, ttl=ttl, wait=wait, permits=permits)
+            return dict(lease.to_dict())
+
+    lease = run(go, settings)
+    _emit(
+        lease,
+        as_json,
+        f"acquired {name!r} token={lease['token']} lease_id={lease['lease_id']} "
+        f"expires_at={lease['expires_at']}",
+    )
+
+
+@main.command("release")
+@db_options
+@click.argument("lease_id")
+@pass_ctx
+def release_cmd(ctx: Context, lease_id: str) -> None:
+    """Release the lease LEASE_ID (idempotent)."""
+    settings = ctx.settings(pool_max=1)
+
+    async def go() -> bool:
+        async with _client(settings) as locks:
+            return bool(await locks.release(lease_id))
+
+    click.echo("released" if run(go, settings) else "already released")
+
+
+@main.command("extend")
+@db_options
+@click.argument("lease_id")
+@click.option("--ttl", type=click.FloatRange(1, 3600), default=None, help="Seconds from now.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def extend_cmd(ctx: Context, lease_id: str, ttl: float | None, as_json: bool) -> None:
+    """Renew the lease LEASE_ID for --ttl seconds from now."""
+    settings = ctx.settings(pool_max=1)
+
+    async def go() -> dict[str, Any]:
+        async with _client(settings) as locks:
+            return dict((await locks.extend_lease_id(lease_id, ttl)).to_dict())
+
+    lease = run(go, settings)
+    _emit(lease, as_json, f"extended {lease['lock_name']!r} until {lease['expires_at']}")
+
+
+@main.command("info")
+@db_options
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def info_cmd(ctx: Context, name: str, as_json: bool) -> None:
+    """Holders, waiters and last token of NAME (lease ids are never shown)."""
+    settings = ctx.settings(pool_max=1)
+
+    async def go() -> Any:
+        async with _client(settings) as locks:
+            return await locks.get_lock_info(name)
+
+    info = run(go, settings)
+    holders = [
+        {k: v for k, v in h.to_dict().items() if k != "lease_id"} | {"hold_count": h.hold_count}
+        for h in info.holders
+    ]
+    waiters = [{"owner_id": w.owner_id, "mode": w.mode.value, "position": w.position} for w in info.waiters]
+    data = {
+        "name": info.name,
+        "held": info.held,
+        "permits": info.permits,
+        "last_token": info.last_token,
+        "holders": holders,
+        "waiters": waiters,
+    }
+    lines = [
+        f"{name}: {'held' if info.held else 'free'}, permits={info.permits}, last token={info.last_token}"
+    ]
+    lines += [
+        f"  holder {h['owner_id']} {h['mode']} token={h['token']} expires={h['expires_at']}" for h in holders
+    ]
+    lines += [f"  waiter {w['position']}. {w['owner_id']} {w['mode']}" for w in waiters]
+    _emit(data, as_json, "\n".join(lines))
+
+
+@main.command("list")
+@db_options
+@click.option("--prefix", default=None)
+@click.option("--owner", "owner_id", default=None)
+@click.option("--expiring-within", type=click.FloatRange(0), default=None, help="Seconds.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def list_cmd(
+    ctx: Context,
+    prefix: str | None,
+    owner_id: str | None,
+    expiring_within: float | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Held locks, by name."""
+    settings = ctx.settings(pool_max=1)
+
+    async def go() -> list[Any]:
+        async with _client(settings) as locks:
+            return list(
+                await locks.list_locks(
+                    prefix=prefix, owner_id=owner_id, expiring_within=expiring_within, limit=limit
+                )
+            )
+
+    rows = [
+        {
+            "name": r.name,
+            "mode": "exclusive" if r.exclusive else "shared",
+            "holders": r.holders,
+            "owners": r.owners,
+            "permits": r.permits,
+            "waiters": r.waiters,
+            "last_token": r.last_token,
+            "next_expiry": r.next_expiry,
+        }
+        for r in run(go, settings)
+    ]
+    text = "\n".join(
+        f"{r['name']}\t{r['mode']}\t{','.join(r['owners'])}\twaiters={r['waiters']}" for r in rows
+    )
+    _emit(rows, as_json, text or "no locks are held")
+
+
+@main.command("cleanup")
+@db_options
+@pass_ctx
+def cleanup_cmd(ctx: Context) -> None:
+    """Reap expired leases now."""
+    settings = ctx.settings(pool_max=1)
+
+    async def go() -> int:
+        async with _client(settings) as locks:
+            return int(await locks.cleanup_expired())
+
+    click.echo(f"cleaned {run(go, settings)} expired lease(s)")
 
 
 @main.command("force-release")
@@ -216,7 +413,8 @@ def events_cmd(ctx: Context, lock_name: str | None, limit: int, as_json: bool) -
         async with LockClient.connect(settings=settings, cleanup=False) as locks:
             return await locks.recent_events(lock_name, limit)
 
-    events = run(go, settings)
+    # lease ids are secrets: only the acquirer's own answer shows one
+    events = [{k: v for k, v in e.items() if k != "lease_id"} for e in run(go, settings)]
     if as_json:
         for event in events:
             click.echo(json.dumps(event, default=str, sort_keys=True))

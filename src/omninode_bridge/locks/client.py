@@ -27,7 +27,9 @@ from omninode_bridge.locks.config import LockSettings
 from omninode_bridge.locks.errors import (
     LockDatabaseError,
     LockError,
+    LockExpiredError,
     LockHeldByOtherError,
+    LockNotHeldError,
     LockTimeoutError,
     LockValidationError,
 )
@@ -385,19 +387,30 @@ class LockClient(LockStore):
         return status != "already_released"
 
     async def extend(self, lease: Lease, ttl: float | None = None) -> Lease:
-        """Renew ``lease`` for ``ttl`` seconds (default: its TTL) from now, by the DB clock."""
+        """Renew ``lease`` for ``ttl`` seconds (default: its TTL) from now, by the DB clock.
+        If it was lost (``LOCK_EXPIRED`` / ``LOCK_NOT_HELD``), ``lease.lost`` says so."""
         seconds = check_ttl(lease.ttl if ttl is None else ttl)
-        sent = time.monotonic()
-        row = await self._call("extend", parse_lease_id(lease), int(seconds * 1000))
         try:
-            lease_outcome(row, "extend")
-        except Exception as err:
-            lease.lost = getattr(err, "code", "lost")
+            renewed = await self.extend_lease_id(lease.lease_id, seconds)
+        except (LockExpiredError, LockNotHeldError) as err:
+            lease.lost = err.code
             raise
-        lease.expires_at, lease.ttl = row["expires_at"], seconds
-        lease.local_deadline = sent + row["remaining_ms"] / 1000
-        self.stats.extends += 1
+        lease.expires_at, lease.ttl, lease.local_deadline = (
+            renewed.expires_at,
+            seconds,
+            renewed.local_deadline,
+        )
         return lease
+
+    async def extend_lease_id(self, lease_id: str | uuid.UUID, ttl: float | None = None) -> Lease:
+        """Renew a lease known only by its id (the HTTP API's and CLI's form) for ``ttl``
+        seconds (default ``default_ttl``); returns the lease as the database now has it."""
+        seconds = check_ttl(self.settings.default_ttl if ttl is None else ttl)
+        sent = time.monotonic()
+        row = await self._call("extend", parse_lease_id(lease_id), int(seconds * 1000))
+        lease_outcome(row, "extend")
+        self.stats.extends += 1
+        return Lease.from_record(row, sent)
 
     async def locked(self, name: str) -> bool:
         """Whether ``name`` is held by anyone right now (by the database clock)."""

@@ -1,0 +1,1 @@
+"""ONEX nodes shipped with the package."""

@@ -1,0 +1,1 @@
+"""NodeDistributedLockEffect: the engine as an ONEX effect node (and its HTTP service)."""
