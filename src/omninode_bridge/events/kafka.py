@@ -24,6 +24,7 @@ from omninode_bridge.core.logging import LogLevel, emit_log_event
 from omninode_bridge.events.envelope import DEFAULT_PREFIX, Envelope, check_prefix, encode, topic_for
 
 REQUEST_TIMEOUT_MS = 5000
+PARTITION_CACHE = 100_000  # (topic, lock name) -> partition, for the producer's lifetime
 
 
 class BrokerError(Exception):
@@ -50,6 +51,7 @@ class KafkaSink:
         self.idempotent: bool | None = None  # what the running producer does
         self._producer: Any = None
         self._partitions: dict[str, list[int]] = {}
+        self._chosen: dict[tuple[str, bytes], int] = {}
         self._partitioner: Any = None
 
     def describe(self) -> str:
@@ -88,7 +90,7 @@ class KafkaSink:
         from aiokafka.partitioner import DefaultPartitioner
 
         self._partitioner = DefaultPartitioner()
-        self._partitions = {}
+        self._partitions, self._chosen = {}, {}
 
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap_servers,
@@ -144,11 +146,17 @@ class KafkaSink:
             raise BrokerError(f"Kafka did not acknowledge the batch: {type(err).__name__}: {err}") from err
 
     async def _partition(self, topic: str, key: bytes) -> int:
-        partitions = self._partitions.get(topic)
-        if partitions is None:
-            partitions = sorted(await self._producer.partitions_for(topic))
-            self._partitions[topic] = partitions
-        chosen: int = self._partitioner(key, partitions, partitions)
+        """aiokafka's murmur2 key partitioner (pure Python, so remembered per key)."""
+        chosen = self._chosen.get((topic, key))
+        if chosen is None:
+            partitions = self._partitions.get(topic)
+            if partitions is None:
+                partitions = sorted(await self._producer.partitions_for(topic))
+                self._partitions[topic] = partitions
+            chosen = int(self._partitioner(key, partitions, partitions))
+            if len(self._chosen) >= PARTITION_CACHE:
+                self._chosen.clear()
+            self._chosen[(topic, key)] = chosen
         return chosen
 
     async def reset(self) -> None:

@@ -159,3 +159,31 @@ def test_cli_relay_without_kafka_says_how_to_follow(dsn: str) -> None:
                           capture_output=True, timeout=60, check=False)  # fmt: skip
     assert done.returncode == 1
     assert b"VALIDATION_ERROR" in done.stderr and b"events --follow" in done.stderr
+
+
+async def test_follow_still_wakes_after_the_listen_connection_was_killed(
+    dsn: str, settings: LockSettings, pool: asyncpg.Pool
+) -> None:
+    feed = await open_feed(dsn, pool)
+    feed.sweep = 60.0
+    wakeup = feed.wakeup
+    assert wakeup is not None
+    killed = await pool.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE query LIKE 'LISTEN%' AND datname = current_database()"
+    )
+    assert killed == 1
+    deadline = time.monotonic() + 10
+    while not wakeup.connected:  # reconnects on its own
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    after = await feed.last_id()
+    waiting = asyncio.create_task(feed.follow(after, wait=30))
+    await asyncio.sleep(0.3)
+    async with LockClient.connect(dsn, settings=settings, cleanup=False) as locks:
+        started = time.monotonic()
+        await locks.acquire("wake:again", ttl=30)
+        page = await asyncio.wait_for(waiting, 5)
+        assert time.monotonic() - started < 2
+    assert [e["lock_name"] for e in page] == ["wake:again"]
+    await wakeup.close()

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -243,3 +244,40 @@ async def test_prune_keeps_undelivered_events_once_a_relay_registered(
         await pool.execute(old)
         await pool.execute("DELETE FROM omninode_locks.outbox_relays")
         assert (await locks.prune())[0] == 10, "no relay registered or configured: retention alone"
+
+
+async def test_an_idle_relay_wakes_on_the_commit_not_the_sweep(
+    dsn: str, settings: LockSettings, broker: Broker, prefix: str, pool: asyncpg.Pool
+) -> None:
+    async with running_relay(dsn, broker, prefix, sweep=60.0) as relay:
+        await relay.sink.start()  # type: ignore[attr-defined]
+        await asyncio.sleep(0.5)  # idle: armed and asleep
+        assert await pool.fetchval("SELECT armed FROM omninode_locks.outbox_wake")
+        async with LockClient.connect(dsn, settings=settings, cleanup=False) as locks:
+            started = time.monotonic()
+            await locks.acquire("wake:relay", ttl=30)
+            await wait_until(lambda: drained(pool), seconds=5, step=0.005)
+            assert time.monotonic() - started < 2.0, "woken by NOTIFY, not by the 60 s sweep"
+        assert relay.wakeup is not None and relay.wakeup.notifications >= 1
+    messages = await consume(broker.bootstrap, prefix, 1)
+    assert [m["value"]["lock_name"] for m in messages] == ["wake:relay"]
+
+
+async def test_busy_writers_do_not_notify_while_nobody_sleeps(dsn: str, settings: LockSettings) -> None:
+    """No sleeper armed the trigger: commits send no NOTIFY (each would serialise commits)."""
+    listener = await asyncpg.connect(dsn)
+    heard: list[str] = []
+    await listener.add_listener("omninode_locks_outbox", lambda *args: heard.append(args[2]))
+    try:
+        async with LockClient.connect(dsn, settings=settings, cleanup=False) as locks:
+            for i in range(20):
+                await locks.release(await locks.acquire(f"quiet:{i}", ttl=30))
+            await asyncio.sleep(0.3)
+            assert heard == []
+            await listener.execute("UPDATE omninode_locks.outbox_wake SET armed = true")
+            for i in range(5):
+                await locks.release(await locks.acquire(f"loud:{i}", ttl=30))
+            await asyncio.sleep(0.3)
+        assert len(heard) == 1, "one commit disarms and notifies; the rest stay quiet"
+    finally:
+        await listener.close()
