@@ -57,6 +57,14 @@ def _progress(console: Console) -> Callable[[StageResult], None]:
 
 
 def _print_result(console: Console, result: GenerationResult) -> None:
+    if result.confidence is not None:
+        console.print(
+            f"parsed as {result.node_name} ({result.node_type}, confidence {result.confidence:.2f})",
+            markup=False,
+            highlight=False,
+        )
+    for note in result.notes:
+        console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     table = Table(title=f"{result.node_name} ({result.node_type})", show_lines=False)
     table.add_column("check")
     table.add_column("score", justify="right")

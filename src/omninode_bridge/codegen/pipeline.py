@@ -76,6 +76,7 @@ class GenerationResult:
     node_name: str = ""
     node_type: str = ""
     confidence: float | None = None
+    notes: list[str] = field(default_factory=list)
     method: str = "prompt"
     node_dir: str = ""
     files: list[str] = field(default_factory=list)
@@ -184,6 +185,7 @@ def answers_from_prompt(opts: GenerateOptions) -> dict[str, Any]:
         "version": "1.0.0",
         "source": "prompt",
         "classification": {"confidence": parsed.confidence, "scores": parsed.type_scores},
+        "notes": parsed.notes,
     }
 
 
@@ -249,7 +251,9 @@ def generate(opts: GenerateOptions, progress: Progress | None = None) -> Generat
             if opts.operations:
                 answers["operations"] = checked_operations(opts.operations)
             result.confidence = answers["classification"]["confidence"]
-        stage.detail = f"{answers['name']} ({answers['node_type']})"
+            result.notes = list(answers.get("notes", []))
+        stage.detail = f"{answers['name']} ({answers['node_type']}"
+        stage.detail += f", confidence {result.confidence:.2f})" if result.confidence is not None else ")"
     result.node_name, result.node_type = answers["name"], answers["node_type"]
     with timer.stage(2) as stage:
         if opts.enable_intelligence:
