@@ -21,7 +21,7 @@ from pathlib import Path
 
 import click
 
-from omninode_bridge.codegen.compliance import SKIP_DIRS, check_node_dir, is_node_dir
+from omninode_bridge.codegen.compliance import SKIP_DIRS, check_node_dir, contract_warnings, is_node_dir
 from omninode_bridge.codegen.manifests import manifest_problems
 from omninode_bridge.codegen.render import MARKER
 
@@ -87,6 +87,7 @@ class NodeReport:
     problems: list[str] = field(default_factory=list)
     hand_written: bool = False
     skipped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def check_node(node_dir: Path) -> NodeReport:
@@ -95,7 +96,9 @@ def check_node(node_dir: Path) -> NodeReport:
     problems = [] if hand_written else marker_problems(node_dir)
     problems += check_node_dir(node_dir)
     found, skipped = manifest_problems(node_dir)
-    return NodeReport(problems + [f"manifest: {p}" for p in found], hand_written, skipped)
+    return NodeReport(
+        problems + [f"manifest: {p}" for p in found], hand_written, skipped, contract_warnings(node_dir)
+    )
 
 
 def check_paths(paths: list[Path]) -> dict[str, list[str]]:
@@ -123,6 +126,9 @@ def check_command(paths: tuple[Path, ...], quiet: bool) -> None:
                 click.echo(f"  - {problem}")
         elif not quiet:
             click.echo(f"ok   {node_dir}{suffix}")
+        if not quiet:
+            for warning in report.warnings:
+                click.echo(f"  warning: contract: {warning}")
     if not quiet or failed:
         count = len(reports)
         where = ", ".join(map(str, roots))

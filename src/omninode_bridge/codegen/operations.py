@@ -188,22 +188,27 @@ def kind_of(node_type: str, operation: str) -> str:
     return DEFAULT_KIND[node_type]
 
 
-def operation_specs(node_type: str, operations: list[str], entity: str) -> list[dict[str, Any]]:
-    """Template-ready operation descriptions: name, enum member, kind, handler, description."""
+def operation_specs(
+    node_type: str, operations: list[str], entity: str, described: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """Template-ready operation descriptions: name, enum member, kind, handler, description.
+
+    ``described`` holds descriptions a contract gave its operations; they are kept.
+    """
     specs = []
     for op in operations:
         kind = kind_of(node_type, op)
         words = op.replace("_", " ")
+        given = " ".join((described or {}).get(op, "").replace('"', "'").replace("\\", "/").split())
+        text = given.rstrip(".") + "." if given else f"{words.capitalize()}: {KIND_DESCRIPTIONS[kind]}."
         specs.append(
             {
                 "name": op,
                 "member": op.upper(),
                 "kind": kind,
                 "handler": f"_handle_{op}",
-                "description": f"{words.capitalize()}: {KIND_DESCRIPTIONS[kind]}.",
-                "doc": textwrap.fill(
-                    f"{words.capitalize()}: {KIND_DESCRIPTIONS[kind]}.", 88, subsequent_indent=" " * 8
-                ),
+                "description": text,
+                "doc": textwrap.fill(text, 88, subsequent_indent=" " * 8),
                 "event": f"{op}_completed",
             }
         )

@@ -25,7 +25,8 @@ from omninode_bridge.codegen.refine import refine
 from omninode_bridge.codegen.render import Renderer, build_context, node_paths
 from omninode_bridge.codegen.validate import ValidationReport, validate
 from omninode_bridge.codegen.writer import RECORD_NAME, Staging, check_writable, exists_error, make_record
-from omninode_bridge.core.contract import contract_operations, load_contract
+from omninode_bridge.codegen.contract_compat import read_contract
+from omninode_bridge.codegen.lexicon import BACKENDS
 
 OPERATION_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 STAGES = {
@@ -122,18 +123,25 @@ class _Timer:
 
 
 def answers_from_contract(path: Path) -> dict[str, Any]:
-    """Generator answers recovered from an existing ONEX contract."""
-    contract = load_contract(path)
-    node_type = str(contract["node_type"]).lower()
+    """Generator answers recovered from an ONEX contract, legacy forms included.
+
+    The contract is normalised first (:mod:`.contract_compat`); each legacy form it had
+    becomes one note. Its operation names and descriptions are kept as they are.
+    """
+    normalized = read_contract(path)
+    contract = normalized.contract
+    node_type = str(contract["node_type"])
     name = contract["name"]
     check_name(name, node_type)
     generation = contract.get("generation") or {}
     entity = str(generation.get("entity") or snake(name[4 : -len(node_type)]))
-    ops = contract_operations(contract) or [f"{v}_{entity}" for v in DEFAULT_VERBS[node_type]]
+    ops = list(normalized.operations) or [f"{v}_{entity}" for v in DEFAULT_VERBS[node_type]]
+    ops = [op if OPERATION_RE.match(op) else f"op_{op}"[:63] for op in ops]
     advanced = contract.get("advanced_features") or {}
     features = [
         f for f, key in (("retry", "retry_policy"), ("circuit_breaker", "circuit_breaker")) if key in advanced
     ]
+    features += [f for f in normalized.features if f not in features]
     configuration = contract.get("configuration") or {}
     ttl = (configuration.get("default_ttl_seconds") or {}).get("default")
     if ttl:
@@ -141,6 +149,8 @@ def answers_from_contract(path: Path) -> dict[str, Any]:
     if "pool_max_size" in configuration:
         features.append("pooling")
     services = (contract.get("dependencies") or {}).get("services") or []
+    backends = [str(s["name"]) for s in services if isinstance(s, dict) and "name" in s]
+    backends = list(dict.fromkeys([BACKENDS.get(b.lower(), b) for b in backends] + normalized.backends))
     targets = contract.get("performance_targets") or {}
     version = contract["version"]
     return {
@@ -150,14 +160,16 @@ def answers_from_contract(path: Path) -> dict[str, Any]:
         "entity": entity,
         "domain": entity.split("_")[0],
         "operations": ops,
-        "backends": [s["name"] for s in services if isinstance(s, dict) and "name" in s],
-        "features": features,
+        "operation_descriptions": {k: v for k, v in normalized.operations.items() if v},
+        "backends": backends,
+        "features": list(dict.fromkeys(features)),
         "performance_targets": {
             "latency_ms_p95": float(targets.get("latency_ms_p95", 50.0)),
             "throughput_rps": float(targets.get("throughput_rps", 1000.0)),
         },
         "version": f"{version['major']}.{version['minor']}.{version['patch']}",
         "source": "contract",
+        "notes": [f"contract: {w}" for w in normalized.warnings],
     }
 
 
@@ -244,6 +256,7 @@ def generate(opts: GenerateOptions, progress: Progress | None = None) -> Generat
         if opts.from_contract is not None:
             answers = answers_from_contract(opts.from_contract)
             result.method = "contract"
+            result.notes = answers.pop("notes")
         else:
             if not opts.description.strip():
                 raise bad_input("a DESCRIPTION or --from-contract FILE is required")
@@ -251,7 +264,7 @@ def generate(opts: GenerateOptions, progress: Progress | None = None) -> Generat
             if opts.operations:
                 answers["operations"] = checked_operations(opts.operations)
             result.confidence = answers["classification"]["confidence"]
-            result.notes = list(answers.get("notes", []))
+            result.notes = answers.pop("notes")
         stage.detail = f"{answers['name']} ({answers['node_type']}"
         stage.detail += f", confidence {result.confidence:.2f})" if result.confidence is not None else ")"
     result.node_name, result.node_type = answers["name"], answers["node_type"]
