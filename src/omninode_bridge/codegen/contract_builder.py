@@ -82,7 +82,9 @@ def events(answers: dict[str, Any]) -> list[dict[str, str]]:
 def build_contract(answers: dict[str, Any], template_version: str) -> dict[str, Any]:
     """The contract dict for ``answers`` (validated against the shipped schema)."""
     node_type = answers["node_type"]
-    specs = operation_specs(node_type, answers["operations"], answers["entity"], answers.get("operation_descriptions"))
+    specs = operation_specs(
+        node_type, answers["operations"], answers["entity"], answers.get("operation_descriptions")
+    )
     major, minor, patch = (int(p) for p in answers.get("version", "1.0.0").split("."))
     features = answers["features"]
     config = configuration(answers)

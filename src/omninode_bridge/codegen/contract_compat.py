@@ -87,7 +87,12 @@ STRICT_KEYS = frozenset(
         "quality_gates",
     }
 )
-SUBCONTRACT_FEATURES = {"metrics": "metrics", "health": "health", "retry": "retry", "circuit": "circuit_breaker"}
+SUBCONTRACT_FEATURES = {
+    "metrics": "metrics",
+    "health": "health",
+    "retry": "retry",
+    "circuit": "circuit_breaker",
+}
 _OP_LINE = re.compile(r"^\s*[-*]\s*([a-z][a-z0-9_.]*)\s*:\s*(.+?)\s*$", re.MULTILINE)
 
 
@@ -100,6 +105,12 @@ class NormalizedContract:
     operations: dict[str, str] = field(default_factory=dict)  # name -> description, in order
     backends: list[str] = field(default_factory=list)
     features: list[str] = field(default_factory=list)
+    unknown_keys: list[str] = field(default_factory=list)  # neither ONEX v2.0 nor a known legacy key
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """``value`` when it is a mapping, else an empty one (odd shapes never crash the reader)."""
+    return value if isinstance(value, dict) else {}
 
 
 def _bad(source: str, message: str) -> ModelOnexError:
@@ -125,6 +136,12 @@ def _name(raw: dict[str, Any], node_type: str, warn: list[str]) -> str:
     given = next((str(raw[k]) for k in ("name", "node_name", "contract_name") if raw.get(k)), "")
     if re.fullmatch(r"Node[A-Z][A-Za-z0-9]*", given) and given.endswith(node_type.capitalize()):
         return given
+    other = next((t for t in NODE_TYPES if given.endswith(t.capitalize()) and t != node_type), None)
+    if other is not None and given.startswith("Node"):
+        raise ModelOnexError(
+            f"name {given!r} says {other} but node_type says {node_type}",
+            EnumCoreErrorCode.CONTRACT_VALIDATION_ERROR,
+        )
     stem = re.sub(r"^node[_\-]?", "", given, flags=re.IGNORECASE) or "unnamed"
     camel = _camel(stem)
     if camel.startswith("Node") and camel != "Node":
@@ -143,7 +160,9 @@ def _version(raw: dict[str, Any], warn: list[str]) -> dict[str, int]:
         parsed = _parse_version(value)
         if parsed is not None:
             if key != "version" or not isinstance(value, dict):
-                warn.append(f"{key} {value!r} read as version {parsed['major']}.{parsed['minor']}.{parsed['patch']}")
+                warn.append(
+                    f"{key} {value!r} read as version {parsed['major']}.{parsed['minor']}.{parsed['patch']}"
+                )
             return parsed
     warn.append("no version: 1.0.0 assumed")
     return {"major": 1, "minor": 0, "patch": 0}
@@ -175,27 +194,62 @@ def _describe_op(raw: Any) -> str:
     return str(raw.get("description") or "") if isinstance(raw, dict) else ""
 
 
+def _listed(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else []
+
+
 def _operation_sources(raw: dict[str, Any]) -> list[tuple[str, list[Any]]]:
-    subcontracts = raw.get("subcontracts")
-    effect = subcontracts.get("effect") if isinstance(subcontracts, dict) else None
-    state = raw.get("input_state") if isinstance(raw.get("input_state"), dict) else {}
-    props = state.get("properties") if isinstance(state.get("properties"), dict) else {}
-    op_type = props.get("operation_type") or props.get("operation") or {}
-    routing = raw.get("handler_routing") if isinstance(raw.get("handler_routing"), dict) else {}
+    effect = _mapping(_mapping(raw.get("subcontracts")).get("effect"))
+    props = _mapping(_mapping(raw.get("input_state")).get("properties"))
+    op_type = _mapping(props.get("operation_type") or props.get("operation"))
+    handlers = _mapping(raw.get("handler_routing")).get("handlers")
     routed = [
         op
-        for handler in routing.get("handlers") or []
+        for handler in (handlers if isinstance(handlers, list) else [])
         if isinstance(handler, dict)
-        for op in (handler.get("supported_operations") or [handler.get("operation")])
+        for op in _listed(handler.get("supported_operations")) or [handler.get("operation")]
     ]
     return [
-        ("io_operations", [op for op in raw.get("io_operations") or [] if isinstance(op, dict) and "name" in op]),
+        (
+            "io_operations",
+            [op for op in raw.get("io_operations") or [] if isinstance(op, dict) and "name" in op],
+        ),
         ("subcontracts.effect.operations", list((effect or {}).get("operations") or [])),
         ("operations", list(raw.get("operations") or []) if isinstance(raw.get("operations"), list) else []),
-        ("input_state operation_type enum", list(op_type.get("enum") or []) if isinstance(op_type, dict) else []),
+        (
+            "input_state operation_type enum",
+            list(op_type.get("enum") or []) if isinstance(op_type, dict) else [],
+        ),
         ("handler_routing", routed),
-        ("capabilities", list(raw.get("capabilities") or []) if isinstance(raw.get("capabilities"), list) else []),
+        (
+            "capabilities",
+            list(raw.get("capabilities") or []) if isinstance(raw.get("capabilities"), list) else [],
+        ),
     ]
+
+
+def _read_operations(
+    source: str, items: list[Any], described: dict[str, str], warn: list[str]
+) -> dict[str, str]:
+    ops: dict[str, str] = {}
+    plain, renamed, lifecycle = 0, [], []
+    for item in items:
+        name = _op_name(item)
+        if name is None or name in LIFECYCLE:
+            lifecycle += [name] if name else []
+            continue
+        original = item.get("name") or item.get("operation") if isinstance(item, dict) else item
+        if isinstance(original, str) and original.strip() != name:
+            renamed.append(f"{original.strip()!r} -> {name!r}")
+        plain += isinstance(item, str)
+        ops.setdefault(name, _describe_op(item) or described.get(name, ""))
+    if lifecycle:
+        warn.append(f"{source}: lifecycle methods {', '.join(lifecycle)} are not operations; left out")
+    if plain:
+        warn.append(f"{source}: {plain} operation(s) given as plain strings")
+    if renamed:
+        warn.append(f"{source}: operation names made snake_case: {', '.join(renamed)}")
+    return ops
 
 
 def _operations(raw: dict[str, Any], warn: list[str]) -> dict[str, str]:
@@ -204,33 +258,24 @@ def _operations(raw: dict[str, Any], warn: list[str]) -> dict[str, str]:
     Descriptions missing at the source are taken from ``capabilities`` of the same name
     or from "- name: what it does" lines in the contract's description.
     """
-    described = {m.group(1).replace(".", "_"): m.group(2) for m in _OP_LINE.finditer(str(raw.get("description")))}
+    described = {
+        m.group(1).replace(".", "_"): m.group(2) for m in _OP_LINE.finditer(str(raw.get("description")))
+    }
     for item in raw.get("capabilities") or [] if isinstance(raw.get("capabilities"), list) else []:
         if isinstance(item, dict) and (name := _op_name(item)) and item.get("description"):
             described.setdefault(name, str(item["description"]))
+    ops: dict[str, str] = {}
     for source, items in _operation_sources(raw):
-        ops: dict[str, str] = {}
-        plain, renamed, lifecycle = 0, [], []
-        for item in items:
-            name = _op_name(item)
-            if name is None or name in LIFECYCLE:
-                lifecycle += [name] if name else []
-                continue
-            original = item.get("name") or item.get("operation") if isinstance(item, dict) else item
-            if isinstance(original, str) and original.strip() != name:
-                renamed.append(f"{original.strip()!r} -> {name!r}")
-            plain += isinstance(item, str)
-            ops.setdefault(name, _describe_op(item) or described.get(name, ""))
-        if lifecycle:
-            warn.append(f"{source}: lifecycle methods {', '.join(lifecycle)} are not operations; left out")
-        if not ops:
-            continue
-        if source not in ("io_operations", "subcontracts.effect.operations"):
+        strict_source = source in ("io_operations", "subcontracts.effect.operations")
+        if ops and not strict_source:
+            return ops  # the strict sources declared operations: legacy ones are not read
+        found = _read_operations(source, items, described, warn)
+        for name, description in found.items():
+            ops.setdefault(name, description or ops.get(name, ""))
+        if found and not strict_source:
             warn.append(f"operations read from {source}")
-        if plain:
-            warn.append(f"{source}: {plain} operation(s) given as plain strings")
-        if renamed:
-            warn.append(f"{source}: operation names made snake_case: {', '.join(renamed)}")
+            return ops
+    if ops:
         return ops
     warn.append("no operations declared: the node type's default operations are generated")
     return {}
@@ -254,7 +299,9 @@ def _backends(raw: dict[str, Any]) -> list[str]:
 
 
 def _features(raw: dict[str, Any], advanced: dict[str, Any]) -> list[str]:
-    features = [f for f, key in (("retry", "retry_policy"), ("circuit_breaker", "circuit_breaker")) if key in advanced]
+    features = [
+        f for f, key in (("retry", "retry_policy"), ("circuit_breaker", "circuit_breaker")) if key in advanced
+    ]
     subcontracts = raw.get("subcontracts")
     for item in subcontracts if isinstance(subcontracts, list) else []:
         kind = str(item.get("type", "")) if isinstance(item, dict) else ""
@@ -277,8 +324,8 @@ def _performance(raw: dict[str, Any], warn: list[str]) -> dict[str, Any]:
     targets = dict(raw["performance_targets"]) if isinstance(raw.get("performance_targets"), dict) else {}
     legacy = raw.get("performance_requirements")
     if isinstance(legacy, dict):
-        execution = legacy.get("execution_time") if isinstance(legacy.get("execution_time"), dict) else {}
-        throughput = legacy.get("throughput") if isinstance(legacy.get("throughput"), dict) else {}
+        execution = _mapping(legacy.get("execution_time"))
+        throughput = _mapping(legacy.get("throughput"))
         if isinstance(execution.get("target_ms"), int | float):
             targets.setdefault("latency_ms_p95", float(execution["target_ms"]))
         if isinstance(throughput.get("target_operations_per_second"), int | float):
@@ -360,7 +407,9 @@ def _health_checks(value: Any, warn: list[str]) -> dict[str, Any] | None:
     for item in value:
         name = item.get("name") if isinstance(item, dict) else item
         if isinstance(name, str) and name:
-            components.append({"name": name, "critical": bool(isinstance(item, dict) and item.get("critical"))})
+            components.append(
+                {"name": name, "critical": bool(isinstance(item, dict) and item.get("critical"))}
+            )
     return {"components": components}
 
 
@@ -375,7 +424,9 @@ def _io_operations(value: Any, warn: list[str]) -> list[dict[str, Any]] | None:
             warn.append(f"io_operations[{i}] has no name (operation_type {kind!r}): dropped")
             continue
         entry = {"name": name, "description": _describe_op(item)}
-        entry.update({k: str(item[k]) for k in ("input_model", "output_model") if isinstance(item.get(k), str)})
+        entry.update(
+            {k: str(item[k]) for k in ("input_model", "output_model") if isinstance(item.get(k), str)}
+        )
         out.append(entry)
     return out
 
@@ -388,6 +439,28 @@ def _effect_operations(ops: dict[str, str]) -> list[dict[str, str]]:
     return [{"name": name, "description": description} for name, description in ops.items()]
 
 
+def _description(raw: dict[str, Any], name: str, node_type: str, warn: list[str]) -> str:
+    description = raw.get("description")
+    if not isinstance(description, str) or len(description.strip()) < 10:
+        meta = _mapping(raw.get("metadata"))
+        description = str(meta.get("description") or f"{name}: an ONEX {node_type} node.")
+        warn.append("description missing or shorter than 10 characters: taken from metadata or the name")
+    return " ".join(description.split())
+
+
+def _drop_invalid(strict: dict[str, Any], optional: set[str], source: str, warn: list[str]) -> None:
+    """Drop optional keys that still break the schema, one at a time, each with a warning."""
+    for _ in range(len(optional)):
+        problems = contract_problems(strict)
+        if not problems:
+            return
+        key = problems[0].removeprefix("$.").split(".")[0].split("[")[0].split(":")[0]
+        if key not in optional or key not in strict:
+            raise _bad(source, problems[0])
+        warn.append(f"{key} does not follow ONEX v2.0 ({problems[0]}): dropped")
+        del strict[key]
+
+
 def normalize_contract(raw: Any, source: str = "contract") -> NormalizedContract:
     """The strict ONEX v2.0 form of ``raw`` (see the module docstring)."""
     if not isinstance(raw, dict):
@@ -397,17 +470,13 @@ def normalize_contract(raw: Any, source: str = "contract") -> NormalizedContract
         warn.append(f"no schema_version: read as {SCHEMA_VERSION}")
     node_type = _node_type(raw.get("node_type"), source, warn)
     name = _name(raw, node_type, warn)
-    description = raw.get("description")
-    if not isinstance(description, str) or len(description.strip()) < 10:
-        meta = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
-        description = str(meta.get("description") or f"{name}: an ONEX {node_type} node.")
-        warn.append("description missing or shorter than 10 characters: taken from metadata or the name")
+    description = _description(raw, name, node_type, warn)
     strict: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "name": name,
         "version": _version(raw, warn),
         "node_type": node_type,
-        "description": " ".join(description.split()),
+        "description": description,
     }
     ops = _operations(raw, warn)
     advanced = _advanced(raw, warn)
@@ -431,7 +500,10 @@ def normalize_contract(raw: Any, source: str = "contract") -> NormalizedContract
     }
     if node_type == "effect" and ops:
         subcontracts = optional["subcontracts"] or {}
-        subcontracts["effect"] = {**subcontracts.get("effect", {}), "operations": _effect_operations(ops)}
+        given = _listed(_mapping(_mapping(raw.get("subcontracts")).get("effect")).get("operations"))
+        declared = _read_operations("", given, {}, []) if given else ops
+        kept = {name: ops.get(name, description) for name, description in declared.items()}
+        subcontracts["effect"] = {**subcontracts.get("effect", {}), "operations": _effect_operations(kept)}
         optional["subcontracts"] = subcontracts
     already = {"error_handling", "performance_requirements", *MOVED_TO_SUBCONTRACTS}  # warned when read
     for key in sorted(set(raw) - STRICT_KEYS):
@@ -442,16 +514,9 @@ def normalize_contract(raw: Any, source: str = "contract") -> NormalizedContract
             warn.append(f"{key} has an unexpected shape ({type(raw[key]).__name__}): dropped")
         elif value is not None:
             strict[key] = value
-    for _ in range(len(optional)):  # drop what still breaks the schema, one key at a time
-        problems = contract_problems(strict)
-        if not problems:
-            break
-        key = problems[0].removeprefix("$.").split(".")[0].split("[")[0].split(":")[0]
-        if key not in optional or key not in strict:
-            raise _bad(source, problems[0])
-        warn.append(f"{key} does not follow ONEX v2.0 ({problems[0]}): dropped")
-        del strict[key]
-    return NormalizedContract(strict, warn, ops, _backends(raw), _features(raw, advanced))
+    _drop_invalid(strict, set(optional), source, warn)
+    unknown = sorted(k for k in set(raw) - STRICT_KEYS - set(DROPPED) - set(MOVED_TO_SUBCONTRACTS))
+    return NormalizedContract(strict, warn, ops, _backends(raw), _features(raw, advanced), unknown)
 
 
 def read_contract(path: Path) -> NormalizedContract:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -18,15 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from omninode_bridge.codegen.contract_builder import build_contract, contract_hash
+from omninode_bridge.codegen.contract_compat import read_contract
 from omninode_bridge.codegen.events import publish_generation_event
 from omninode_bridge.codegen.intelligence import apply_intelligence
+from omninode_bridge.codegen.lexicon import BACKENDS
 from omninode_bridge.codegen.prompt import DEFAULT_VERBS, bad_input, check_name, parse_prompt, snake
 from omninode_bridge.codegen.refine import refine
 from omninode_bridge.codegen.render import Renderer, build_context, node_paths
 from omninode_bridge.codegen.validate import ValidationReport, validate
 from omninode_bridge.codegen.writer import RECORD_NAME, Staging, check_writable, exists_error, make_record
-from omninode_bridge.codegen.contract_compat import read_contract
-from omninode_bridge.codegen.lexicon import BACKENDS
 
 OPERATION_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 STAGES = {
@@ -320,18 +321,32 @@ def generate(opts: GenerateOptions, progress: Progress | None = None) -> Generat
         staging.discard()
     result.total_ms = round((time.perf_counter() - started) * 1000.0, 2)
     if opts.publish_event and not opts.dry_run:
-        result.event = publish_generation_event(_event_summary(result))
+        result.event = publish_generation_event(_event_summary(result, answers))
     return result
 
 
-def _event_summary(result: GenerationResult) -> dict[str, Any]:
+def _event_summary(result: GenerationResult, answers: dict[str, Any]) -> dict[str, Any]:
+    """The original ``NODE_GENERATION_COMPLETED`` fields (plus stage times) for this run."""
+    intelligence = answers.get("intelligence") or {}
+    quality = result.quality
+    complexity = quality.checks.get("complexity") if quality else None
+    package = node_paths(answers)[0] if answers.get("name") else ""
     return {
-        "node_name": result.node_name,
+        "workflow_id": str(uuid.uuid4()),
+        "total_duration_seconds": round(result.total_ms / 1000.0, 4),
+        "generated_files": list(result.files),
         "node_type": result.node_type,
+        "service_name": package.replace("_", "-"),
+        "quality_score": quality.score if quality else None,
+        "test_coverage": quality.coverage if quality else None,
+        "complexity_score": complexity.score if complexity and not complexity.skipped else None,
+        "patterns_applied": [f"template:node_{result.node_type}", *answers.get("features", [])],
+        "intelligence_sources": [n["name"] for n in intelligence.get("similar", [])],
+        "primary_model": None,
+        "total_tokens": None,
+        "total_cost_usd": None,
+        "node_name": result.node_name,
         "method": result.method,
         "success": result.success,
         "stage_times_ms": {s.name: s.duration_ms for s in sorted(result.stages, key=lambda s: s.number)},
-        "quality_score": result.quality.score if result.quality else None,
-        "files": len(result.files),
-        "total_ms": result.total_ms,
     }

@@ -195,7 +195,9 @@ def build_context(answers: dict[str, Any], contract: dict[str, Any], template_ve
     node_type = answers["node_type"]
     name = answers["name"]
     stem = name[4 : -len(node_type)]
-    ops = operation_specs(node_type, answers["operations"], answers["entity"], answers.get("operation_descriptions"))
+    ops = operation_specs(
+        node_type, answers["operations"], answers["entity"], answers.get("operation_descriptions")
+    )
     for op in ops:
         op["sample"] = repr(_sample(node_type, op))
     package, vdir = node_paths(answers)
