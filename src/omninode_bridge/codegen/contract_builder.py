@@ -52,9 +52,38 @@ def configuration(answers: dict[str, Any]) -> dict[str, dict[str, Any]]:
             items["lock_ttl_seconds"] = _item(30.0, "float", "lease TTL when a request gives none", ", gt=0")
         if "pooling" in features:
             items["pool_max_size"] = _item(10, "int", "connections in the backend adapter's pool", ", ge=1")
+        items.update(adapter_settings(answers))
         if "circuit_breaker" in features:
             items["circuit_breaker_threshold"] = _item(5, "int", "failures in a row that open it", ", ge=1")
             items["circuit_breaker_reset_s"] = _item(30.0, "float", "seconds it stays open", ", gt=0")
+    return items
+
+
+# Connection settings of each real adapter (read from the container config / environment).
+ADAPTER_SETTINGS: dict[str, list[tuple[str, Any, str, str]]] = {
+    "postgres": [("postgres_dsn", "postgresql://postgres@localhost:5432/postgres", "str", "PostgreSQL DSN")],
+    "redis": [("redis_url", "redis://localhost:6379/0", "str", "Redis URL")],
+    "kafka": [("kafka_bootstrap_servers", "localhost:9092", "str", "Kafka bootstrap servers")],
+    "http": [("http_base_url", "http://localhost:8000", "str", "base URL of the HTTP API")],
+    "smtp": [
+        ("smtp_host", "localhost", "str", "SMTP server host"),
+        ("smtp_port", 25, "int", "SMTP server port"),
+        ("smtp_sender", "noreply@localhost", "str", "From address of sent mail"),
+    ],
+    "s3": [
+        ("s3_bucket", "omninode", "str", "S3 bucket"),
+        ("s3_endpoint_url", None, "str | None", "S3 endpoint URL (null: AWS)"),
+    ],
+    "mongodb": [("mongodb_url", "mongodb://localhost:27017", "str", "MongoDB URL")],
+}
+
+
+def adapter_settings(answers: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Connection settings for the adapters of the node's named backends."""
+    items: dict[str, dict[str, Any]] = {}
+    for backend in answers["backends"]:
+        for key, default, py_type, description in ADAPTER_SETTINGS.get(backend, []):
+            items[key] = _item(default, py_type, description, "")
     return items
 
 

@@ -24,7 +24,7 @@ from omninode_bridge.codegen.events import publish_generation_event
 from omninode_bridge.codegen.intelligence import apply_intelligence
 from omninode_bridge.codegen.lexicon import BACKENDS
 from omninode_bridge.codegen.prompt import DEFAULT_VERBS, bad_input, check_name, parse_prompt, snake
-from omninode_bridge.codegen.refine import refine
+from omninode_bridge.codegen.refine import host_style, refine
 from omninode_bridge.codegen.render import Renderer, build_context, node_paths
 from omninode_bridge.codegen.validate import ValidationReport, validate
 from omninode_bridge.codegen.writer import RECORD_NAME, Staging, check_writable, exists_error, make_record
@@ -253,6 +253,7 @@ def generate(opts: GenerateOptions, progress: Progress | None = None) -> Generat
     output_dir = opts.output_dir.resolve()
     check_writable(output_dir)
     renderer = Renderer(opts.template_dir)
+    style = host_style(output_dir)
     with timer.stage(1) as stage:
         if opts.from_contract is not None:
             answers = answers_from_contract(opts.from_contract)
@@ -288,11 +289,16 @@ def generate(opts: GenerateOptions, progress: Progress | None = None) -> Generat
     try:
         staging.put(files, package_init)
         with timer.stage(7) as stage:
-            refined = refine(staging.root)
-            stage.detail = refined.detail or f"{len(refined.changed_files)} file(s) reformatted"
+            refined = refine(staging.root, style)
+            stage.detail = refined.detail or (
+                f"{len(refined.changed_files)} file(s) reformatted to line length {style.line_length}"
+                f" ({style.source})"
+            )
         files = staging.read()
         with timer.stage(6) as stage:
-            report = validate(staging.root, package, vdir, answers["name"], files, run_tests=opts.run_tests)
+            report = validate(
+                staging.root, package, vdir, answers["name"], files, run_tests=opts.run_tests, style=style
+            )
             result.quality = report
             stage.detail = f"score {report.score:.2f}" + (
                 f", coverage {report.coverage:.0f}%" if report.coverage else ""

@@ -22,7 +22,7 @@ from merge3 import Merge3
 
 from omninode_bridge.codegen.contract_builder import contract_hash
 from omninode_bridge.codegen.pipeline import render_node
-from omninode_bridge.codegen.refine import refine
+from omninode_bridge.codegen.refine import host_style, refine
 from omninode_bridge.codegen.render import Renderer, node_paths
 from omninode_bridge.codegen.writer import RECORD_NAME, Staging, make_record, read_record
 from omninode_bridge.core import ModelOnexError
@@ -50,13 +50,15 @@ def merge3(ours: str, base: str, theirs: str) -> tuple[str, bool]:
     return text, any(region[0] == "conflict" for region in merge.merge_regions())
 
 
-def _render_theirs(answers: dict[str, Any], renderer: Renderer) -> tuple[dict[str, str], dict[str, Any]]:
+def _render_theirs(
+    answers: dict[str, Any], renderer: Renderer, node_dir: Path
+) -> tuple[dict[str, str], dict[str, Any]]:
     contract, files, package_init = render_node(answers, renderer)
     package, vdir = node_paths(answers)
     staging = Staging(None, package, vdir)
     try:
         staging.put(files, package_init)
-        refine(staging.root)
+        refine(staging.root, host_style(node_dir))
         return staging.read(), contract
     finally:
         staging.discard()
@@ -95,7 +97,7 @@ def update_node(node_dir: Path, template_dir: Path | None = None, dry_run: bool 
     node_dir = node_dir.resolve()
     record = read_record(node_dir)
     renderer = Renderer(template_dir)
-    theirs, contract = _render_theirs(record["answers"], renderer)
+    theirs, contract = _render_theirs(record["answers"], renderer, node_dir)
     base: dict[str, str] = record["pristine"]
     names = set(base) | set(theirs)
     ours = _on_disk(node_dir, names)

@@ -7,7 +7,7 @@ Nodes receive one container; it carries configuration values and named services
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from omninode_bridge.core.errors import EnumCoreErrorCode, ModelOnexError
 
@@ -54,25 +54,27 @@ class ModelONEXContainer:
         if name is not None:
             self._services[name] = service
 
-    def get_service(self, protocol_type: type[T], name: str | None = None) -> T:
+    def get_service(self, protocol_type: Any, name: str | None = None) -> Any:
         """The service providing ``protocol_type`` (omnibase_core's ``get_service`` shape).
 
         Looked up by ``(protocol_type, name)``, then by ``name``, then (without a name) as
         the one registered service that is an instance of ``protocol_type``. Nothing is
-        ever made up: a missing service raises ``SERVICE_UNAVAILABLE``.
+        ever made up: a missing service raises ``SERVICE_UNAVAILABLE``. ``protocol_type`` is
+        typed ``Any`` because mypy refuses a Protocol where ``type[T]`` is expected; annotate
+        the variable that receives the service.
         """
         key = (protocol_type, name)
         if key in self._typed:
-            return cast(T, self._typed[key])
+            return self._typed[key]
         if name is not None and name in self._services:
-            return cast(T, self._services[name])
+            return self._services[name]
         if name is None:
             found = [
                 s for s in [*self._typed.values(), *self._services.values()] if _provides(s, protocol_type)
             ]
             unique = list({id(s): s for s in found}.values())
             if len(unique) == 1:
-                return cast(T, unique[0])
+                return unique[0]
         label = getattr(protocol_type, "__name__", str(protocol_type))
         raise ModelOnexError(
             f"no service provides {label}"
