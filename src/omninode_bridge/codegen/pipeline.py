@@ -27,7 +27,14 @@ from omninode_bridge.codegen.prompt import DEFAULT_VERBS, bad_input, check_name,
 from omninode_bridge.codegen.refine import host_style, refine
 from omninode_bridge.codegen.render import Renderer, build_context, node_paths
 from omninode_bridge.codegen.validate import ValidationReport, validate
-from omninode_bridge.codegen.writer import RECORD_NAME, Staging, check_writable, exists_error, make_record
+from omninode_bridge.codegen.writer import (
+    RECORD_NAME,
+    Staging,
+    check_writable,
+    exists_error,
+    make_record,
+    user_files,
+)
 
 OPERATION_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 STAGES = {
@@ -86,6 +93,8 @@ class GenerationResult:
     quality: ValidationReport | None = None
     dry_run: bool = False
     diff: str = ""
+    replaced: list[str] = field(default_factory=list)  # existing generated files --force replaces
+    kept: list[str] = field(default_factory=list)  # the user's own files, never touched
     event: str = ""
     error: str = ""
     total_ms: float = 0.0
@@ -315,6 +324,15 @@ def generate(opts: GenerateOptions, progress: Progress | None = None) -> Generat
                 result.error = "; ".join(report.reasons)
             elif opts.dry_run:
                 result.diff = _unified_diff(target, files)
+                if target.exists():
+                    result.kept = user_files(target, set(files))
+                    result.replaced = sorted(
+                        str(p.relative_to(target))
+                        for p in target.rglob("*")
+                        if p.is_file()
+                        and "__pycache__" not in p.parts
+                        and str(p.relative_to(target)) not in result.kept
+                    )
                 stage.status, stage.detail = "skipped", "dry run: nothing written"
                 result.success = True
             else:
