@@ -65,6 +65,8 @@ def _print_result(console: Console, result: GenerationResult) -> None:
         )
     for note in result.notes:
         console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+    if result.fidelity:
+        console.print(f"fidelity: {result.fidelity}", markup=False, highlight=False, soft_wrap=True)
     table = Table(title=f"{result.node_name} ({result.node_type})", show_lines=False)
     table.add_column("check")
     table.add_column("score", justify="right")

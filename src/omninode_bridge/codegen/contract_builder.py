@@ -112,7 +112,11 @@ def build_contract(answers: dict[str, Any], template_version: str) -> dict[str, 
     """The contract dict for ``answers`` (validated against the shipped schema)."""
     node_type = answers["node_type"]
     specs = operation_specs(
-        node_type, answers["operations"], answers["entity"], answers.get("operation_descriptions")
+        node_type,
+        answers["operations"],
+        answers["entity"],
+        answers.get("operation_descriptions"),
+        answers["description"],
     )
     major, minor, patch = (int(p) for p in answers.get("version", "1.0.0").split("."))
     features = answers["features"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
+from omninode_bridge.codegen.fidelity import hand_edit_work
+
 KINDS: dict[str, dict[str, tuple[str, ...]]] = {
     "effect": {
         "write": (
@@ -168,7 +170,9 @@ KIND_DESCRIPTIONS: dict[str, str] = {
     "run": "run workflow steps in dependency order",
     "status": "report the status of a workflow run",
     "cancel": "cancel a workflow run",
+    "hand_edit": "hand-edit point, not generated: implement it in node.py",
 }
+INPUT_CHECK_SUFFIX = "_inputs"
 
 
 def kind_of(node_type: str, operation: str) -> str:
@@ -189,15 +193,24 @@ def kind_of(node_type: str, operation: str) -> str:
 
 
 def operation_specs(
-    node_type: str, operations: list[str], entity: str, described: dict[str, str] | None = None
+    node_type: str,
+    operations: list[str],
+    entity: str,
+    described: dict[str, str] | None = None,
+    description: str = "",
 ) -> list[dict[str, Any]]:
     """Template-ready operation descriptions: name, enum member, kind, handler, description.
 
-    ``described`` holds descriptions a contract gave its operations; they are kept.
+    ``described`` holds descriptions a contract gave its operations; they are kept. An
+    operation whose generic kind is not what ``description`` asks for becomes a
+    hand-edit point (kind ``hand_edit``, see :mod:`.fidelity`).
     """
     specs = []
     for op in operations:
         kind = kind_of(node_type, op)
+        work = None if op.endswith(INPUT_CHECK_SUFFIX) else hand_edit_work(node_type, kind, description)
+        if work is not None:
+            kind = "hand_edit"
         words = op.replace("_", " ")
         given = " ".join((described or {}).get(op, "").replace('"', "'").replace("\\", "/").split())
         text = given.rstrip(".") + "." if given else f"{words.capitalize()}: {KIND_DESCRIPTIONS[kind]}."
@@ -210,6 +223,7 @@ def operation_specs(
                 "description": text,
                 "doc": textwrap.fill(text, 88, subsequent_indent=" " * 8),
                 "event": f"{op}_completed",
+                "work": work or "",
             }
         )
     return specs

@@ -21,11 +21,13 @@ from typing import Any
 from omninode_bridge.codegen.contract_builder import build_contract, contract_hash
 from omninode_bridge.codegen.contract_compat import read_contract
 from omninode_bridge.codegen.events import publish_generation_event
+from omninode_bridge.codegen.fidelity import fidelity_summary
 from omninode_bridge.codegen.intelligence import apply_intelligence
 from omninode_bridge.codegen.lexicon import BACKENDS
+from omninode_bridge.codegen.operations import INPUT_CHECK_SUFFIX, operation_specs
 from omninode_bridge.codegen.prompt import DEFAULT_VERBS, bad_input, check_name, parse_prompt, snake
 from omninode_bridge.codegen.refine import host_style, refine
-from omninode_bridge.codegen.render import Renderer, build_context, node_paths
+from omninode_bridge.codegen.render import Renderer, adapter_plan, backend_families, build_context, node_paths
 from omninode_bridge.codegen.validate import ValidationReport, validate
 from omninode_bridge.codegen.writer import (
     RECORD_NAME,
@@ -86,6 +88,7 @@ class GenerationResult:
     node_type: str = ""
     confidence: float | None = None
     notes: list[str] = field(default_factory=list)
+    fidelity: str = ""
     method: str = "prompt"
     node_dir: str = ""
     files: list[str] = field(default_factory=list)
@@ -183,6 +186,36 @@ def answers_from_contract(path: Path) -> dict[str, Any]:
     }
 
 
+def _specs(answers: dict[str, Any]) -> list[dict[str, Any]]:
+    return operation_specs(
+        answers["node_type"],
+        answers["operations"],
+        answers["entity"],
+        answers.get("operation_descriptions"),
+        answers["description"],
+    )
+
+
+def ensure_real_operation(answers: dict[str, Any]) -> list[str]:
+    """When every operation is a hand-edit point, add one the generator can write for real
+    (an input check for compute, a per-group count for reducers), so the node runs."""
+    node_type, entity = answers["node_type"], answers["entity"]
+    if node_type not in ("compute", "reducer") or any(s["kind"] != "hand_edit" for s in _specs(answers)):
+        return []
+    extra = f"validate_{entity}{INPUT_CHECK_SUFFIX}" if node_type == "compute" else f"count_{entity}"
+    answers["operations"] = [*answers["operations"], extra][:10]
+    return [f"every described operation is a hand-edit point; added {extra}, which is generated for real"]
+
+
+def fidelity_of(answers: dict[str, Any]) -> str:
+    """The quality report's fidelity line for ``answers``."""
+    specs = _specs(answers)
+    adapters, _ = adapter_plan(
+        backend_families(answers["node_type"], {s["kind"] for s in specs}), answers["backends"]
+    )
+    return fidelity_summary(answers, specs, adapters)
+
+
 def checked_operations(names: list[str]) -> list[str]:
     """Operation names given by the user, validated as ``snake_case`` identifiers."""
     ops = list(dict.fromkeys(n.strip() for n in names if n.strip()))
@@ -278,6 +311,8 @@ def generate(opts: GenerateOptions, progress: Progress | None = None) -> Generat
             result.notes = answers.pop("notes")
         stage.detail = f"{answers['name']} ({answers['node_type']}"
         stage.detail += f", confidence {result.confidence:.2f})" if result.confidence is not None else ")"
+    result.notes.extend(ensure_real_operation(answers))
+    result.fidelity = fidelity_of(answers)
     result.node_name, result.node_type = answers["name"], answers["node_type"]
     with timer.stage(2) as stage:
         if opts.enable_intelligence:

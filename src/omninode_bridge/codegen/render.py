@@ -19,6 +19,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from omninode_bridge import __version__
 from omninode_bridge.codegen.contract_builder import configuration, events
+from omninode_bridge.codegen.fidelity import fidelity_summary, input_fields, output_field
 from omninode_bridge.codegen.operations import LOCK_KINDS, operation_specs
 from omninode_bridge.codegen.prompt import snake
 
@@ -137,8 +138,13 @@ def _tuple(items: tuple[str, ...]) -> str:
     return "(" + ", ".join(json.dumps(i) for i in items) + ("," if len(items) == 1 else "") + ")"
 
 
-def _sample(node_type: str, op: dict[str, Any]) -> dict[str, Any]:
+_FIELD_SAMPLES: dict[str, Any] = {"float": 12.5, "str": "sample", "list[dict[str, Any]]": [{"value": 1}]}
+
+
+def _sample(node_type: str, op: dict[str, Any], inputs: list[dict[str, str]] | None = None) -> dict[str, Any]:
     base: dict[str, Any] = {"operation": op["name"]}
+    if op["kind"] == "hand_edit":
+        return {**base, **{f["name"]: _FIELD_SAMPLES[f["type"]] for f in inputs or []}}
     if node_type == "effect":
         return {**base, **_effect_sample(op["kind"])}
     if node_type == "compute":
@@ -239,10 +245,15 @@ def build_context(answers: dict[str, Any], contract: dict[str, Any], template_ve
     name = answers["name"]
     stem = name[4 : -len(node_type)]
     ops = operation_specs(
-        node_type, answers["operations"], answers["entity"], answers.get("operation_descriptions")
+        node_type,
+        answers["operations"],
+        answers["entity"],
+        answers.get("operation_descriptions"),
+        answers["description"],
     )
+    inputs = input_fields(answers["description"]) if any(o["kind"] == "hand_edit" for o in ops) else []
     for op in ops:
-        op["sample"] = repr(_sample(node_type, op))
+        op["sample"] = repr(_sample(node_type, op, inputs))
     package, vdir = node_paths(answers)
     version = contract["version"]
     backends = list(answers["backends"])
@@ -314,6 +325,11 @@ def build_context(answers: dict[str, Any], contract: dict[str, Any], template_ve
         "port": 8080,
         "performance_targets": answers["performance_targets"],
         "failing_request": repr(_failing(node_type, ops)),
+        "inputs": inputs,
+        "output": output_field(answers["entity"]),
+        "hand_ops": [o for o in ops if o["kind"] == "hand_edit"],
+        "first_op": next((o for o in ops if o["kind"] != "hand_edit"), ops[0]),
+        "fidelity": fidelity_summary(answers, ops, adapters),
         "usage_args": usage if node_type == "effect" else "",
     }
 
