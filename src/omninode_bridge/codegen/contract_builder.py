@@ -42,6 +42,17 @@ def configuration(answers: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "timeout_ms": _item(5000, "int", "operation timeout in milliseconds", ", gt=0"),
         "topic_prefix": _item(TOPIC_PREFIX, "str", "prefix of the node's event topics", ""),
     }
+    if answers["node_type"] == "orchestrator":
+        retry = "retry" in features
+        step_timeout = float(answers.get("step_timeout_s") or 30.0)
+        items["step_timeout_s"] = _item(step_timeout, "float", "timeout of each step in seconds", ", gt=0")
+        items["step_max_retries"] = _item(3 if retry else 0, "int", "retries of a failed step", ", ge=0")
+        items["step_backoff_ms"] = _item(
+            100 if retry else 0, "int", "first retry delay; doubles per retry, with jitter", ", ge=0"
+        )
+        items["timeout_ms"] = _item(
+            int(step_timeout * 1000 * 10), "int", "timeout of a whole request in milliseconds", ", gt=0"
+        )
     if answers["node_type"] == "effect":
         retry = "retry" in features
         items["max_retries"] = _item(3 if retry else 0, "int", "retries of failed backend calls", ", ge=0")

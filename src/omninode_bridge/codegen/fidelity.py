@@ -125,12 +125,24 @@ def fidelity_summary(answers: dict[str, Any], specs: list[dict[str, Any]], adapt
     hand = [s["name"] for s in specs if s["kind"] == "hand_edit"]
     served = set(adapters.values())
     backends = answers.get("backends", [])
-    implemented_features = {"ttl", "retry", "metrics", "health", "cleanup", "circuit_breaker", "pooling"}
+    implemented_features = {
+        "ttl",
+        "retry",
+        "metrics",
+        "health",
+        "cleanup",
+        "circuit_breaker",
+        "pooling",
+        "compensation",
+        "step_timeout",
+    }
     features = answers.get("features", [])
     parts = [
         f"operations {len(real)}/{len(specs)} implemented"
         + (f", hand-edit: {', '.join(hand)}" if hand else ""),
     ]
+    if answers.get("node_type") == "orchestrator":
+        parts.append("step work: hand-edit point steps.py")
     if answers.get("node_type") == "effect" and backends:
         missing = [b for b in backends if b not in served]
         parts.append(
@@ -144,3 +156,24 @@ def fidelity_summary(answers: dict[str, Any], specs: list[dict[str, Any]], adapt
             + (f", not generated: {', '.join(absent)}" if absent else "")
         )
     return "; ".join(parts)
+
+
+_STEP_STOP = re.compile(
+    r"\b(?:compensat\w*|timeout|roll(?:s)?[ -]?back|rollback|if|retr(?:y|ies))\b", re.IGNORECASE
+)
+
+
+def described_steps(description: str, limit: int = 12) -> list[str]:
+    """The steps a workflow description lists ("create the account, send a welcome email,
+    then provision a workspace" -> three steps), in order."""
+    text = description.split(":", 1)[1] if ":" in description else description
+    steps: list[str] = []
+    for chunk in re.split(r"[,;.]|\bthen\b|\band then\b", text):
+        words = chunk.strip().split()
+        if words and words[0].lower() in ("and", "finally", "first", "next"):
+            words = words[1:]
+        phrase = " ".join(words)
+        if not phrase or _STEP_STOP.search(phrase) or len(words) > 8:
+            continue
+        steps.append(phrase)
+    return steps[:limit]

@@ -387,6 +387,31 @@ def _backends(tokens: list[str]) -> list[str]:
     return _ordered_unique(found)
 
 
+_COMPENSATION = re.compile(r"\b(?:compensat\w*|roll(?:s|ing)?[ -]?back|rollback|undo)\b", re.IGNORECASE)
+_STEP_TIMEOUT = re.compile(
+    r"(\d+(?:\.\d+)?)\s*(ms|s|sec|secs|seconds?|m|min|minutes?)\s+timeout\s+(?:per|for each|on each)\s+step"
+    r"|timeout\s+of\s+(\d+(?:\.\d+)?)\s*(ms|s|sec|secs|seconds?|m|min|minutes?)\s+(?:per|for each)\s+step",
+    re.IGNORECASE,
+)
+
+
+def step_timeout_seconds(text: str) -> float | None:
+    """ "30s timeout per step" -> 30.0 (None when the description names no per-step timeout)."""
+    m = _STEP_TIMEOUT.search(text)
+    if m is None:
+        return None
+    value, unit = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+    scale = 0.001 if unit.lower() == "ms" else 60.0 if unit.lower().startswith("m") else 1.0
+    return float(value) * scale
+
+
+def _workflow_features(text: str, node_type: str) -> list[str]:
+    if node_type != "orchestrator":
+        return []
+    found = ["compensation"] if _COMPENSATION.search(text) else []
+    return [*found, "step_timeout"] if step_timeout_seconds(text) is not None else found
+
+
 def _quality_notes(confidence: float, given: str | None, chosen: str, has_verbs: bool) -> list[str]:
     notes = []
     if confidence < LOW_CONFIDENCE and not given:
@@ -449,7 +474,9 @@ def parse_prompt(description: str, node_type: str | None = None, name: str | Non
     notes.extend(
         _quality_notes(confidence, node_type, chosen, bool(found_verbs or lists or "crud" in tokens))
     )
-    features = _ordered_unique([FEATURES[w] for w in tokens if w in FEATURES])
+    features = _ordered_unique(
+        [FEATURES[w] for w in tokens if w in FEATURES] + _workflow_features(rest, chosen)
+    )
     if _CLEANUP.search(rest.lower()):
         features = _ordered_unique([*features, "ttl", "cleanup"])
         if chosen == "effect":

@@ -19,7 +19,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from omninode_bridge import __version__
 from omninode_bridge.codegen.contract_builder import configuration, events
-from omninode_bridge.codegen.fidelity import fidelity_summary, input_fields, output_field
+from omninode_bridge.codegen.fidelity import described_steps, fidelity_summary, input_fields, output_field
 from omninode_bridge.codegen.operations import LOCK_KINDS, operation_specs
 from omninode_bridge.codegen.prompt import snake
 
@@ -326,6 +326,7 @@ def build_context(answers: dict[str, Any], contract: dict[str, Any], template_ve
         "performance_targets": answers["performance_targets"],
         "failing_request": repr(_failing(node_type, ops)),
         "inputs": inputs,
+        "described_steps": repr(tuple(described_steps(answers["description"]))),
         "output": output_field(answers["entity"]),
         "hand_ops": [o for o in ops if o["kind"] == "hand_edit"],
         "first_op": next((o for o in ops if o["kind"] != "hand_edit"), ops[0]),
@@ -364,6 +365,8 @@ class Renderer:
         if ctx["node_type"] == "effect":
             mapping["backend.py.j2"] = "backend.py"
             mapping["adapters.py.j2"] = "adapters.py"
+        if ctx["node_type"] == "orchestrator":
+            mapping["steps.py.j2"] = "steps.py"
         return self._render(mapping, ctx)
 
     def render_events(self, ctx: dict[str, Any]) -> dict[str, str]:
