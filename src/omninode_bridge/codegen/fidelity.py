@@ -25,7 +25,22 @@ REAL_CUES: dict[tuple[str, str], frozenset[str]] = {
     ("compute", "transform"): frozenset({"snake_case", "snake", "keys", "strip", "whitespace"}),
     ("compute", "validate"): frozenset({"required", "missing", "mandatory", "present", "empty"}),
     ("reducer", "aggregate"): frozenset(
-        {"sum", "sums", "total", "totals", "aggregate", "aggregates", "accumulate", "rollup"}
+        {
+            "sum",
+            "sums",
+            "total",
+            "totals",
+            "aggregate",
+            "aggregates",
+            "accumulate",
+            "rollup",
+            "min",
+            "max",
+            "mean",
+            "average",
+            "minimum",
+            "maximum",
+        }
     ),
 }
 # Words that name a computation the generic kind does not do, even next to a cue.
@@ -177,3 +192,42 @@ def described_steps(description: str, limit: int = 12) -> list[str]:
             continue
         steps.append(phrase)
     return steps[:limit]
+
+
+_PAIRED = re.compile(
+    r"increment\w*\s+(?:on|when|for)\s+(?:an?\s+|each\s+|every\s+)?([a-z][a-z_-]*)"
+    r".*?decrement\w*\s+(?:on|when|for)\s+(?:an?\s+|each\s+|every\s+)?([a-z][a-z_-]*)",
+    re.IGNORECASE | re.DOTALL,
+)
+_WINDOW = re.compile(
+    r"(?:(\d+)[\s-]*(second|sec|s|minute|min|m|hour|h)s?\b[\s-]*(?:tumbling\s+)?windows?"
+    r"|per\s+(second|minute|hour|day)\b)",
+    re.IGNORECASE,
+)
+_UNIT_SECONDS = {
+    "second": 1,
+    "sec": 1,
+    "s": 1,
+    "minute": 60,
+    "min": 60,
+    "m": 60,
+    "hour": 3600,
+    "h": 3600,
+    "day": 86400,
+}
+
+
+def paired_events(description: str) -> dict[str, str] | None:
+    """ "increment on connect, decrement on disconnect" -> {"up": "connect", "down": "disconnect"}."""
+    m = _PAIRED.search(description)
+    return {"up": m.group(1).lower(), "down": m.group(2).lower()} if m else None
+
+
+def window_seconds(description: str) -> int | None:
+    """ "5 minute tumbling windows" -> 300, "per minute" -> 60 (None: no time window)."""
+    m = _WINDOW.search(description)
+    if m is None:
+        return None
+    if m.group(3):
+        return _UNIT_SECONDS[m.group(3).lower()]
+    return int(m.group(1)) * _UNIT_SECONDS[m.group(2).lower()]

@@ -100,6 +100,8 @@ KINDS: dict[str, dict[str, tuple[str, ...]]] = {
             "calculate",
         ),
         "count": ("count", "tally"),
+        "increment": ("increment", "incr"),
+        "decrement": ("decrement", "decr"),
         "merge": ("merge", "collect", "group", "combine", "join"),
         "state": ("get", "read", "fetch", "list", "query"),
         "reset": ("reset", "clear", "delete", "purge"),
@@ -163,7 +165,9 @@ KIND_DESCRIPTIONS: dict[str, str] = {
     "transform": "normalise keys to snake_case and strip string values",
     "validate": "check that required fields are present and non-empty",
     "aggregate": "fold items into per-group totals of a numeric field",
-    "count": "count items per group",
+    "count": "count items per group (paired events move the count up and down)",
+    "increment": "add one per item to its group's count",
+    "decrement": "take one per item from its group's count (never below zero)",
     "merge": "merge item fields into the per-group state",
     "state": "return the current reduced state",
     "reset": "clear the reduced state",
@@ -185,6 +189,8 @@ def kind_of(node_type: str, operation: str) -> str:
         return "state"
     if node_type == "effect" and parts[0] in LOCK_VERBS and LOCK_NOUNS.intersection(parts[1:]):
         return LOCK_VERBS[parts[0]]
+    if node_type == "compute" and any(p in table["hash"] or p.startswith("sha") for p in parts):
+        return "hash"  # "compute_sha256_checksum" digests, whatever its verb
     for part in parts:
         for kind, verbs in table.items():
             if part in verbs:

@@ -448,7 +448,7 @@ def parse_prompt(description: str, node_type: str | None = None, name: str | Non
     content, preferred = _without_examples(plain)
     guessed, confidence, scores = classify(expand(content), rest)
     signals = sum(scores.values()) + len(found_verbs) + sum(1 for w in tokens if w in BACKENDS)
-    if signals == 0 and not written:
+    if signals == 0 and not (written or name or node_type):  # explicit --name/--node-type: trusted
         raise bad_input(
             "description is not meaningful: name what the node does (e.g. 'store user profiles in PostgreSQL')"
         )

@@ -19,7 +19,14 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from omninode_bridge import __version__
 from omninode_bridge.codegen.contract_builder import configuration, events
-from omninode_bridge.codegen.fidelity import described_steps, fidelity_summary, input_fields, output_field
+from omninode_bridge.codegen.fidelity import (
+    described_steps,
+    fidelity_summary,
+    input_fields,
+    output_field,
+    paired_events,
+    window_seconds,
+)
 from omninode_bridge.codegen.operations import LOCK_KINDS, operation_specs
 from omninode_bridge.codegen.prompt import snake
 
@@ -326,6 +333,8 @@ def build_context(answers: dict[str, Any], contract: dict[str, Any], template_ve
         "performance_targets": answers["performance_targets"],
         "failing_request": repr(_failing(node_type, ops)),
         "inputs": inputs,
+        "paired": paired_events(answers["description"]) if node_type == "reducer" else None,
+        "window_seconds": window_seconds(answers["description"]) if node_type == "reducer" else None,
         "described_steps": repr(tuple(described_steps(answers["description"]))),
         "output": output_field(answers["entity"]),
         "hand_ops": [o for o in ops if o["kind"] == "hand_edit"],

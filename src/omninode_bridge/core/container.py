@@ -20,7 +20,7 @@ class ModelONEXContainer:
     def __init__(self, config: Mapping[str, Any] | None = None, **services: Any) -> None:
         self.config: dict[str, Any] = dict(config or {})
         self._services: dict[str, Any] = dict(services)
-        self._typed: dict[tuple[type[Any], str | None], Any] = {}
+        self._typed: dict[tuple[Any, str | None], Any] = {}
 
     def register(self, name: str, service: Any) -> None:
         """Register (or replace) a service under ``name``."""
@@ -48,7 +48,7 @@ class ModelONEXContainer:
             )
         return service
 
-    def register_service(self, protocol_type: type[Any], service: Any, name: str | None = None) -> None:
+    def register_service(self, protocol_type: Any, service: Any, name: str | None = None) -> None:
         """Register ``service`` as the provider of ``protocol_type`` (optionally under ``name``)."""
         self._typed[(protocol_type, name)] = service
         if name is not None:

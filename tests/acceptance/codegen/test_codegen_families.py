@@ -96,7 +96,8 @@ RESEND = """
 import asyncio, importlib, json, sys
 mod = importlib.import_module(sys.argv[1] + ".v1_0_0.node")
 from omninode_bridge.core import ModelONEXContainer
-node = getattr(mod, sys.argv[2])(ModelONEXContainer({}))
+steps_for_tests = importlib.import_module(sys.argv[1] + ".v1_0_0.tests.conftest").memory_services()
+node = getattr(mod, sys.argv[2])(ModelONEXContainer({}, **steps_for_tests))
 op = sys.argv[3]
 steps = [{"name": "a"}, {"name": "b", "depends_on": ["a"]}]
 
