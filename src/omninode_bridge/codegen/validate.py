@@ -160,6 +160,7 @@ def validate(
         if hadolint is not None:
             procs["hadolint"] = _start(hadolint, env, tmp)
         manifest_problems, skipped = _manifests(files)
+        violations = check_node_dir(node_dir)  # in-process, while the subprocesses run
         outputs = {name: proc.communicate()[0] for name, proc in procs.items()}
         codes = {name: proc.returncode for name, proc in procs.items()}
         checks["import"] = Check(
@@ -186,7 +187,6 @@ def validate(
     else:
         manifest_problems.extend(hadolint_findings(outputs["hadolint"], codes["hadolint"]))
     checks["manifests"] = _manifest_check(manifest_problems, skipped, ran=3 - len(skipped))
-    violations = check_node_dir(node_dir)
     checks["compliance"] = Check(0.0 if violations else 1.0, "; ".join(violations[:5]))
     return _score(checks, coverage)
 
