@@ -175,7 +175,7 @@ BACKEND_FAMILIES: dict[str, tuple[str, ...]] = {
 # Which families each real adapter serves, and which adapter a family prefers.
 ADAPTER_FAMILIES: dict[str, frozenset[str]] = {
     "postgres": frozenset({"store", "queue", "lock"}),
-    "redis": frozenset({"store", "queue"}),
+    "redis": frozenset({"store", "queue", "lock"}),
     "kafka": frozenset({"queue"}),
     "http": frozenset({"store", "queue"}),
     "smtp": frozenset({"queue"}),
@@ -185,7 +185,7 @@ ADAPTER_FAMILIES: dict[str, frozenset[str]] = {
 FAMILY_PREFERENCE: dict[str, tuple[str, ...]] = {
     "store": ("postgres", "mongodb", "redis", "s3", "http"),
     "queue": ("kafka", "smtp", "redis", "postgres", "http"),
-    "lock": ("postgres",),
+    "lock": ("postgres", "redis"),
 }
 
 

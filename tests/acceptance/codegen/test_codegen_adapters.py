@@ -73,14 +73,23 @@ def test_postgres_effect_node_passes_its_adapter_tests(tmp_path: Path, server_ds
     assert "skipped" not in out and _passed(out) >= 3, out[-2000:]
 
 
-def test_redis_effect_node_passes_its_adapter_tests(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("description", "adapter", "tests"),
+    [
+        ("Caches session tokens in redis and deletes stale ones", "RedisSessionTokenAdapter", 3),
+        ("Acquire/release/extend locks in Redis with TTL", "RedisLockAdapter", 2),
+    ],
+)
+def test_redis_effect_node_passes_its_adapter_tests(
+    tmp_path: Path, description: str, adapter: str, tests: int
+) -> None:
     if not _reachable("127.0.0.1", 6379) and "OMNINODE_TEST_REDIS_URL" not in os.environ:
         pytest.skip("no Redis at 127.0.0.1:6379 (set OMNINODE_TEST_REDIS_URL)")
-    node = _generate("Caches session tokens in redis and deletes stale ones", tmp_path)
-    assert "class RedisSessionTokenAdapter" in (node / "adapters.py").read_text()
+    node = _generate(description, tmp_path)
+    assert f"class {adapter}" in (node / "adapters.py").read_text()
     code, out = _run_adapter_tests(node, {"OMNINODE_TEST_REDIS_URL": REDIS_URL})
     assert code == 0, out[-3000:]
-    assert "skipped" not in out and _passed(out) >= 3, out[-2000:]
+    assert "skipped" not in out and _passed(out) >= tests, out[-2000:]
 
 
 def test_kafka_effect_node_passes_its_adapter_tests(tmp_path: Path, kafka_bootstrap: str) -> None:
