@@ -106,6 +106,7 @@ class NormalizedContract:
     backends: list[str] = field(default_factory=list)
     features: list[str] = field(default_factory=list)
     unknown_keys: list[str] = field(default_factory=list)  # neither ONEX v2.0 nor a known legacy key
+    steps: list[str] = field(default_factory=list)  # legacy workflow_steps of an orchestrator
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -505,7 +506,16 @@ def normalize_contract(raw: Any, source: str = "contract") -> NormalizedContract
         kept = {name: ops.get(name, description) for name, description in declared.items()}
         subcontracts["effect"] = {**subcontracts.get("effect", {}), "operations": _effect_operations(kept)}
         optional["subcontracts"] = subcontracts
+    steps = [
+        str(item.get("name") if isinstance(item, dict) else item)
+        for item in _listed(raw.get("workflow_steps"))
+        if isinstance(item, str | dict) and (not isinstance(item, dict) or item.get("name"))
+    ]
+    if steps:
+        warn.append(f"workflow_steps read as the described steps of steps.py: {', '.join(steps)}")
     already = {"error_handling", "performance_requirements", *MOVED_TO_SUBCONTRACTS}  # warned when read
+    if steps:
+        already.add("workflow_steps")
     for key in sorted(set(raw) - STRICT_KEYS):
         if key not in already:
             warn.append(f"legacy key {key!r} dropped" if key in DROPPED else f"unknown key {key!r} dropped")
@@ -516,7 +526,7 @@ def normalize_contract(raw: Any, source: str = "contract") -> NormalizedContract
             strict[key] = value
     _drop_invalid(strict, set(optional), source, warn)
     unknown = sorted(k for k in set(raw) - STRICT_KEYS - set(DROPPED) - set(MOVED_TO_SUBCONTRACTS))
-    return NormalizedContract(strict, warn, ops, _backends(raw), _features(raw, advanced), unknown)
+    return NormalizedContract(strict, warn, ops, _backends(raw), _features(raw, advanced), unknown, steps)
 
 
 def read_contract(path: Path) -> NormalizedContract:

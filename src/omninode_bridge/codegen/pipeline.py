@@ -190,6 +190,7 @@ def answers_from_contract(path: Path) -> dict[str, Any]:
         "version": f"{version['major']}.{version['minor']}.{version['patch']}",
         "source": "contract",
         "notes": [f"contract: {w}" for w in normalized.warnings],
+        **({"described_steps": normalized.steps} if normalized.steps else {}),
     }
 
 

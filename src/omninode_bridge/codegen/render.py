@@ -335,7 +335,9 @@ def build_context(answers: dict[str, Any], contract: dict[str, Any], template_ve
         "inputs": inputs,
         "paired": paired_events(answers["description"]) if node_type == "reducer" else None,
         "window_seconds": window_seconds(answers["description"]) if node_type == "reducer" else None,
-        "described_steps": repr(tuple(described_steps(answers["description"]))),
+        "described_steps": repr(
+            tuple(answers.get("described_steps") or described_steps(answers["description"]))
+        ),
         "output": output_field(answers["entity"]),
         "hand_ops": [o for o in ops if o["kind"] == "hand_edit"],
         "first_op": next((o for o in ops if o["kind"] != "hand_edit"), ops[0]),

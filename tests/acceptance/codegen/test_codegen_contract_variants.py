@@ -38,6 +38,9 @@ def test_variant_generates_a_passing_node(path: Path, tmp_path: Path) -> None:
             if text:
                 assert described[name].rstrip(".") == " ".join(text.split()).rstrip(".")
     assert check_paths([node_dir]) == {str(node_dir): []}
+    if source.steps:
+        steps_py = (node_dir / "steps.py").read_text(encoding="utf-8")
+        assert all(f'"{step}"' in steps_py for step in source.steps)
 
 
 def test_check_reports_legacy_forms_as_warnings_not_failures(tmp_path: Path) -> None:

@@ -74,6 +74,8 @@ def test_error_handling_and_performance_requirements_keep_their_meaning() -> Non
     assert n.contract["performance_targets"] == {"latency_ms_p95": 1500.0, "throughput_rps": 2.0}
     assert n.operations["get_import_status"] == "Report the state of an import run"
     assert "io_operations[0] has no name (operation_type 'http_read'): dropped" in n.warnings
+    assert n.steps == ["download", "validate", "write"]
+    assert "workflow_steps read as the described steps of steps.py: download, validate, write" in n.warnings
 
 
 def test_top_level_fsm_moves_under_subcontracts() -> None:
