@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from omninode_bridge.codegen.pipeline import checked_operations
-from omninode_bridge.codegen.prompt import bad_input
+from omninode_bridge.codegen.prompt_text import bad_input
 from omninode_bridge.codegen.writer import RECORD_NAME, read_record
 from omninode_bridge.core import ModelOnexError
 

@@ -25,14 +25,8 @@ from omninode_bridge.codegen.fidelity import fidelity_summary
 from omninode_bridge.codegen.intelligence import apply_intelligence
 from omninode_bridge.codegen.lexicon import BACKENDS
 from omninode_bridge.codegen.operations import INPUT_CHECK_SUFFIX, operation_specs
-from omninode_bridge.codegen.prompt import (
-    DEFAULT_VERBS,
-    bad_input,
-    check_name,
-    parse_prompt,
-    snake,
-    step_timeout_seconds,
-)
+from omninode_bridge.codegen.prompt import DEFAULT_VERBS, check_name, parse_prompt, snake
+from omninode_bridge.codegen.prompt_text import bad_input, step_timeout_seconds
 from omninode_bridge.codegen.refine import host_style, refine
 from omninode_bridge.codegen.render import Renderer, adapter_plan, backend_families, build_context, node_paths
 from omninode_bridge.codegen.validate import ValidationReport, validate

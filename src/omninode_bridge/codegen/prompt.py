@@ -26,8 +26,16 @@ from omninode_bridge.codegen.lexicon import (
     VERBS,
 )
 from omninode_bridge.codegen.operations import kind_of
+from omninode_bridge.codegen.prompt_text import (
+    CLEANUP_RE,
+    bad_input,
+    named_backends,
+    performance_targets,
+    refuse_non_descriptions,
+    words,
+    workflow_features,
+)
 from omninode_bridge.codegen.subject import operation_verbs, subject, tokens_of
-from omninode_bridge.core import EnumCoreErrorCode, ModelOnexError
 
 NODE_TYPES = ("effect", "compute", "reducer", "orchestrator")
 SUFFIX = {t: t.capitalize() for t in NODE_TYPES}
@@ -42,23 +50,10 @@ _NAME_IN_TEXT = re.compile(
 _LIST_TOKEN = re.compile(r"[a-z][a-z0-9-]*|[/,&.;:()]")
 _LIST_SEPARATORS = frozenset({"/", ",", "&", "and", "or"})
 # "background cleanup task", "automatic lease expiration": expired state must be swept.
-_CLEANUP = re.compile(
-    r"\b(?:background|periodic|scheduled|automatic)\s+(?:cleanup|clean-up|sweep|sweeper|reaper)"
-    r"|\bcleanup\s+(?:task|job|worker|loop)"
-    r"|\b(?:automatic|lease|lock)\s+(?:lease\s+)?(?:expiration|expiry)"
-    r"|\bexpired\s+(?:leases|locks|entries|keys)"
-)
 CLEANUP_OPERATION = "cleanup_expired"
-MAX_DESCRIPTION = 3000  # characters: a few paragraphs describe one node; more is not a description
-MIN_FUNCTION_WORDS = 0.08  # English prose has ~40 % function words; word salad almost none
 LOW_CONFIDENCE = 0.6
 
 _WORD = re.compile(r"[a-z][a-z0-9-]*")
-_LATENCY = re.compile(r"(?:under|below|within|<|<=|less than)?\s*(\d+(?:\.\d+)?)\s*ms\b")
-_THROUGHPUT = re.compile(
-    r"(\d+(?:\.\d+)?)\s*(k)?\s*(?:rps|req/s|requests?/s|requests? per second|ops/s|"
-    r"operations? per second|ops per second|per second|messages? per second|events? per second)"
-)
 
 
 @dataclass
@@ -80,16 +75,6 @@ class ParsedPrompt:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def bad_input(message: str) -> ModelOnexError:
-    """The error raised for input the user must fix (the CLI exits 2 on it)."""
-    return ModelOnexError(message, EnumCoreErrorCode.INVALID_INPUT)
-
-
-def words(text: str) -> list[str]:
-    """Lower-case word tokens of ``text``."""
-    return _WORD.findall(text.lower())
 
 
 def expand(tokens: list[str]) -> list[str]:
@@ -302,20 +287,6 @@ DEFAULT_VERBS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _performance(text: str, node_type: str) -> dict[str, float]:
-    targets: dict[str, float] = {
-        "effect": {"latency_ms_p95": 50.0, "throughput_rps": 1000.0},
-        "compute": {"latency_ms_p95": 5.0, "throughput_rps": 5000.0},
-        "reducer": {"latency_ms_p95": 20.0, "throughput_rps": 2000.0},
-        "orchestrator": {"latency_ms_p95": 200.0, "throughput_rps": 100.0},
-    }[node_type].copy()
-    if m := _LATENCY.search(text):
-        targets["latency_ms_p95"] = float(m.group(1))
-    if m := _THROUGHPUT.search(text):
-        targets["throughput_rps"] = float(m.group(1)) * (1000 if m.group(2) else 1)
-    return targets
-
-
 def _ordered_unique(values: list[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
@@ -354,64 +325,6 @@ def _written_name(written: str, node_type: str | None, notes: list[str]) -> str:
     return renamed
 
 
-def _refuse_non_descriptions(text: str) -> None:
-    """Refuse text that cannot be a node description: too short, too long, or word salad."""
-    if len(text) < 10 or len(words(text)) < 2:
-        raise bad_input("description is empty or too short: describe the node in a sentence (>= 10 chars)")
-    if len(text) > MAX_DESCRIPTION:
-        raise bad_input(
-            f"description is {len(text)} characters: describe one node in a few sentences"
-            f" (at most {MAX_DESCRIPTION})"
-        )
-    plain = words(text)
-    function_words = sum(1 for w in plain if w in STOPWORDS)
-    if len(plain) >= 12 and function_words / len(plain) < MIN_FUNCTION_WORDS:
-        raise bad_input(
-            f"description does not read as sentences ({function_words} of {len(plain)} words are"
-            " function words): describe what the node does, e.g. 'store user profiles in PostgreSQL'"
-        )
-
-
-def _backends(tokens: list[str]) -> list[str]:
-    """Backends named in ``tokens``; "email address" and "per email" name no mail server."""
-    found: list[str] = []
-    for i, w in enumerate(tokens):
-        if w not in BACKENDS:
-            continue
-        if w in ("email", "emails"):
-            nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
-            prev = tokens[i - 1] if i else ""
-            if nxt.startswith("address") or prev in ("per", "by", "their", "his", "her"):
-                continue
-        found.append(BACKENDS[w])
-    return _ordered_unique(found)
-
-
-_COMPENSATION = re.compile(r"\b(?:compensat\w*|roll(?:s|ing)?[ -]?back|rollback|undo)\b", re.IGNORECASE)
-_STEP_TIMEOUT = re.compile(
-    r"(\d+(?:\.\d+)?)\s*(ms|s|sec|secs|seconds?|m|min|minutes?)\s+timeout\s+(?:per|for each|on each)\s+step"
-    r"|timeout\s+of\s+(\d+(?:\.\d+)?)\s*(ms|s|sec|secs|seconds?|m|min|minutes?)\s+(?:per|for each)\s+step",
-    re.IGNORECASE,
-)
-
-
-def step_timeout_seconds(text: str) -> float | None:
-    """ "30s timeout per step" -> 30.0 (None when the description names no per-step timeout)."""
-    m = _STEP_TIMEOUT.search(text)
-    if m is None:
-        return None
-    value, unit = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
-    scale = 0.001 if unit.lower() == "ms" else 60.0 if unit.lower().startswith("m") else 1.0
-    return float(value) * scale
-
-
-def _workflow_features(text: str, node_type: str) -> list[str]:
-    if node_type != "orchestrator":
-        return []
-    found = ["compensation"] if _COMPENSATION.search(text) else []
-    return [*found, "step_timeout"] if step_timeout_seconds(text) is not None else found
-
-
 def _quality_notes(confidence: float, given: str | None, chosen: str, has_verbs: bool) -> list[str]:
     notes = []
     if confidence < LOW_CONFIDENCE and not given:
@@ -430,7 +343,7 @@ def parse_prompt(description: str, node_type: str | None = None, name: str | Non
     Otherwise the name comes from the described subject (see :mod:`.subject`).
     """
     text = " ".join(description.split())
-    _refuse_non_descriptions(text)
+    refuse_non_descriptions(text)
     if node_type is not None and node_type not in NODE_TYPES:
         raise bad_input(f"--node-type must be one of {', '.join(NODE_TYPES)}, got {node_type!r}")
     implied = check_name(name, node_type) if name else None
@@ -464,7 +377,7 @@ def parse_prompt(description: str, node_type: str | None = None, name: str | Non
     noun = lists[0][1] if lists else "_".join(singular(w) for w in entity_words)
     final_name = name or f"Node{camel(noun)}{SUFFIX[chosen]}"
     entity = lists[0][1] if lists else snake(final_name[4 : -len(SUFFIX[chosen])])
-    backends = _backends(tokens)
+    backends = named_backends(tokens)
     domain = backends[0] if backends else entity_words[0]
     if written and name == written:
         confidence = 1.0  # the description names the node: its suffix is the type
@@ -475,9 +388,9 @@ def parse_prompt(description: str, node_type: str | None = None, name: str | Non
         _quality_notes(confidence, node_type, chosen, bool(found_verbs or lists or "crud" in tokens))
     )
     features = _ordered_unique(
-        [FEATURES[w] for w in tokens if w in FEATURES] + _workflow_features(rest, chosen)
+        [FEATURES[w] for w in tokens if w in FEATURES] + workflow_features(rest, chosen)
     )
-    if _CLEANUP.search(rest.lower()):
+    if CLEANUP_RE.search(rest.lower()):
         features = _ordered_unique([*features, "ttl", "cleanup"])
         if chosen == "effect":
             operations = _ordered_unique([*operations, CLEANUP_OPERATION])
@@ -493,6 +406,6 @@ def parse_prompt(description: str, node_type: str | None = None, name: str | Non
         operations=operations,
         backends=backends,
         features=features,
-        performance_targets=_performance(rest.lower(), chosen),
+        performance_targets=performance_targets(rest.lower(), chosen),
         notes=notes,
     )
