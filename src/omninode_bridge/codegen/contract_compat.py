@@ -21,10 +21,10 @@ from typing import Any
 import yaml
 
 from omninode_bridge.codegen import contract_sections as sections
+from omninode_bridge.codegen.prompt import NODE_TYPES
 from omninode_bridge.core.contract import contract_problems
 from omninode_bridge.core.errors import EnumCoreErrorCode, ModelOnexError
 
-NODE_TYPES = ("effect", "compute", "reducer", "orchestrator")
 SCHEMA_VERSION = "v2.0.0"
 # Legacy keys with no strict equivalent: read for meaning where there is one, then dropped.
 DROPPED = (

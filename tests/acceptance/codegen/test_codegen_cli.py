@@ -36,6 +36,13 @@ def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
         pytest.param(["", "--node-type", "effect"], id="empty-description"),
         pytest.param(["   "], id="blank-description"),
         pytest.param(["asdf qwer zxcv uiop"], id="meaningless"),
+        pytest.param(["hello there, how are you doing today?"], id="chit-chat"),
+        pytest.param(
+            [" ".join(["redis", "velvet", "stores", "giraffe", "kafka"] * 200)], id="5000-char-word-salad"
+        ),
+        pytest.param(
+            [" ".join(["orders", "postgres", "quickly", "banana", "aggregate"] * 30)], id="short-word-salad"
+        ),
         pytest.param([DESCRIPTION, "--name", "customerAddress"], id="invalid-name"),
         pytest.param([DESCRIPTION, "--name", "NodeEffect"], id="name-without-stem"),
         pytest.param(
@@ -53,6 +60,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     assert code == 2
     lines = [line for line in err.splitlines() if line.startswith("omninode-generate: error:")]
     assert len(lines) == 1, err
+    assert len(lines[0]) < 300  # one short line, not the input echoed back
     assert not out_dir.exists()
 
 
