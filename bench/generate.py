@@ -7,6 +7,7 @@ and written to ``bench/results/generate.json``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import statistics
 import subprocess
@@ -59,6 +60,21 @@ def _count_files(path: Path) -> list[str]:
     return sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
 
 
+def _corpus_accuracy() -> dict[str, object]:
+    """Stage 1 against the written-down corpus (tests/unit/codegen/prompt_corpus.py)."""
+    path = Path(__file__).parent.parent / "tests" / "unit" / "codegen" / "prompt_corpus.py"
+    spec = importlib.util.spec_from_file_location("prompt_corpus", path)
+    assert spec is not None and spec.loader is not None
+    corpus = importlib.util.module_from_spec(spec)
+    sys.modules["prompt_corpus"] = corpus
+    spec.loader.exec_module(corpus)
+    from omninode_bridge.codegen.prompt import parse_prompt
+
+    summary: dict[str, object] = corpus.score(parse_prompt).summary()
+    summary["held_out"] = corpus.score(parse_prompt, corpus.HELD_OUT).summary()
+    return summary
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-generate-") as tmp:
         root = Path(tmp)
@@ -87,6 +103,7 @@ def main() -> None:
         "generate_s_median": round(statistics.median(plain), 3),
         "generate_with_tests_s_median": round(statistics.median(gated), 3),
         "copier_s_median": round(statistics.median(copier), 3),
+        "corpus": _corpus_accuracy(),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
@@ -101,6 +118,9 @@ def main() -> None:
         print(
             f"{name:<36} {count:>5} {statistics.median(times):>9.3f} {min(times):>7.3f} {max(times):>7.3f}  {goal}"
         )
+    corpus = results["corpus"]
+    print(f"parser corpus (tuned): {json.dumps({k: v for k, v in corpus.items() if k != 'held_out'})}")
+    print(f"parser corpus (held out, never tuned on): {json.dumps(corpus['held_out'])}")
     print(f"wrote {RESULTS}")
 
 

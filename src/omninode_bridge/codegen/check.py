@@ -21,9 +21,11 @@ from pathlib import Path
 
 import click
 
-from omninode_bridge.codegen.compliance import SKIP_DIRS, check_node_dir, is_node_dir
+from omninode_bridge.codegen.compliance import SKIP_DIRS, check_node_dir, contract_warnings, is_node_dir
 from omninode_bridge.codegen.manifests import manifest_problems
 from omninode_bridge.codegen.render import MARKER
+from omninode_bridge.codegen.writer import read_record
+from omninode_bridge.core import ModelOnexError
 
 HAND_WRITTEN = "omninode-check: hand-written"
 HAND_WRITTEN_RE = re.compile(r"^[ \t]*#[ \t]*omninode-check:[ \t]*hand-written[ \t]*$", re.MULTILINE)
@@ -61,6 +63,14 @@ def is_hand_written(node_dir: Path) -> bool:
     return HAND_WRITTEN_RE.search(text) is not None
 
 
+def generated_files(node_dir: Path) -> set[str] | None:
+    """Files the generation record lists (None without a readable record): the others are the user's."""
+    try:
+        return set(read_record(node_dir)["files"])
+    except (ModelOnexError, KeyError, TypeError):
+        return None
+
+
 def marker_problems(node_dir: Path) -> list[str]:
     node_py = node_dir / "node.py"
     text = node_py.read_text(encoding="utf-8", errors="replace") if node_py.is_file() else ""
@@ -69,10 +79,12 @@ def marker_problems(node_dir: Path) -> list[str]:
             f"marker: no '{MARKER}' marker: this node folder was hand-made"
             f" (a hand-written node says so with a '# {HAND_WRITTEN}' line in node.py)"
         ]
+    generated = generated_files(node_dir)
     unmarked = sorted(
         str(p.relative_to(node_dir))
         for p in node_dir.rglob("*")
         if p.is_file()
+        and (generated is None or str(p.relative_to(node_dir)) in generated)
         and (p.suffix in MARKED_SUFFIXES or p.name == "Dockerfile")
         and "__pycache__" not in p.parts
         and MARKER not in p.read_text(encoding="utf-8", errors="replace")
@@ -87,6 +99,7 @@ class NodeReport:
     problems: list[str] = field(default_factory=list)
     hand_written: bool = False
     skipped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def check_node(node_dir: Path) -> NodeReport:
@@ -95,7 +108,9 @@ def check_node(node_dir: Path) -> NodeReport:
     problems = [] if hand_written else marker_problems(node_dir)
     problems += check_node_dir(node_dir)
     found, skipped = manifest_problems(node_dir)
-    return NodeReport(problems + [f"manifest: {p}" for p in found], hand_written, skipped)
+    return NodeReport(
+        problems + [f"manifest: {p}" for p in found], hand_written, skipped, contract_warnings(node_dir)
+    )
 
 
 def check_paths(paths: list[Path]) -> dict[str, list[str]]:
@@ -123,6 +138,9 @@ def check_command(paths: tuple[Path, ...], quiet: bool) -> None:
                 click.echo(f"  - {problem}")
         elif not quiet:
             click.echo(f"ok   {node_dir}{suffix}")
+        if not quiet:
+            for warning in report.warnings:
+                click.echo(f"  warning: contract: {warning}")
     if not quiet or failed:
         count = len(reports)
         where = ", ".join(map(str, roots))

@@ -57,6 +57,16 @@ def _progress(console: Console) -> Callable[[StageResult], None]:
 
 
 def _print_result(console: Console, result: GenerationResult) -> None:
+    if result.confidence is not None:
+        console.print(
+            f"parsed as {result.node_name} ({result.node_type}, confidence {result.confidence:.2f})",
+            markup=False,
+            highlight=False,
+        )
+    for note in result.notes:
+        console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+    if result.fidelity:
+        console.print(f"fidelity: {result.fidelity}", markup=False, highlight=False, soft_wrap=True)
     table = Table(title=f"{result.node_name} ({result.node_type})", show_lines=False)
     table.add_column("check")
     table.add_column("score", justify="right")
@@ -71,14 +81,24 @@ def _print_result(console: Console, result: GenerationResult) -> None:
         for reason in result.quality.reasons:
             console.print(f"warning: {reason}", markup=False, highlight=False, soft_wrap=True)
     if result.dry_run:
-        console.print(f"dry run: {len(result.files)} files would be written to {result.node_dir}")
-        for rel in result.files:
-            console.print(f"  {rel}", highlight=False)
-        console.print(result.diff or "(no differences from what exists)", markup=False, highlight=False)
+        _print_dry_run(console, result)
     elif result.success:
         console.print(
             f"[green]wrote {len(result.files)} files to {result.node_dir}[/] in {result.total_ms:.0f} ms"
         )
+
+
+def _print_dry_run(console: Console, result: GenerationResult) -> None:
+    console.print(f"dry run: {len(result.files)} files would be written to {result.node_dir}")
+    for rel in result.files:
+        console.print(f"  {rel}", highlight=False)
+    if result.replaced:
+        console.print(f"--force would replace {len(result.replaced)} existing file(s):")
+        for rel in result.replaced:
+            console.print(f"  {rel}", highlight=False)
+    for rel in result.kept:
+        console.print(f"  kept (yours, not generated): {rel}", highlight=False)
+    console.print(result.diff or "(no differences from what exists)", markup=False, highlight=False)
 
 
 def _checked(check: Callable[[str], object]) -> Callable[[str], str]:
@@ -118,7 +138,16 @@ def _interactive(opts: GenerateOptions) -> None:
     opts.operations = checked_operations(ops.split(","))
 
 
-@click.command(name=PROG, context_settings={"help_option_names": ["-h", "--help"]})
+EPILOG = """\b
+Other commands:
+  omninode-generate update NODE_DIR [--conflicts stop|inline] [--dry-run]
+      re-render a node on the current templates, 3-way merging hand edits
+  omninode-generate answers NODE_DIR [KEY=VALUE ...]
+      show or change the answers a node was generated from (then run update)
+"""
+
+
+@click.command(name=PROG, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
 @click.argument("description", required=False, default="")
 @click.option("--node-type", type=click.Choice(NODE_TYPES), help="effect, compute, reducer or orchestrator")
 @click.option("--output-dir", type=click.Path(path_type=Path), default=Path("."), show_default=True)
@@ -178,21 +207,20 @@ def generate_command(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: ``update NODE_DIR`` or the generate command."""
+    """Entry point: ``update NODE_DIR``, ``answers NODE_DIR`` or the generate command."""
     args = list(sys.argv[1:] if argv is None else argv)
+    command: click.Command = generate_command
+    prog = PROG
     if args and args[0] == "update":
         from omninode_bridge.codegen.update import update_command
 
-        command: click.Command = update_command
-        args = args[1:]
-    else:
-        command = generate_command
+        command, prog, args = update_command, f"{PROG} update", args[1:]
+    elif args and args[0] == "answers":
+        from omninode_bridge.codegen.answers import answers_command
+
+        command, prog, args = answers_command, f"{PROG} answers", args[1:]
     try:
-        command.main(
-            args=args,
-            prog_name=PROG if command is generate_command else f"{PROG} update",
-            standalone_mode=False,
-        )
+        command.main(args=args, prog_name=prog, standalone_mode=False)
     except click.exceptions.Abort:
         fail("aborted", 1)
     except click.ClickException as err:

@@ -14,8 +14,9 @@ from typing import Any
 
 import yaml
 
+from omninode_bridge.codegen.contract_compat import read_contract
 from omninode_bridge.core import EnumCoreErrorCode, ModelOnexError
-from omninode_bridge.core.contract import contract_operations, load_contract
+from omninode_bridge.core.contract import contract_operations
 
 SUFFIX_BASE = {
     "Effect": "NodeEffect",
@@ -97,13 +98,25 @@ def _contract_rules(node_dir: Path, cls: ast.ClassDef | None) -> tuple[list[str]
     if not path.exists():
         return ["contract: contract.yaml is missing"], {}
     try:
-        contract = load_contract(path)
+        normalized = read_contract(path)  # legacy forms are warnings (contract_warnings)
     except ModelOnexError as err:
         return [f"contract: {err.message}"], {}
+    contract = normalized.contract
     problems = []
+    if normalized.unknown_keys:
+        problems.append(f"contract: unknown top-level key(s): {', '.join(normalized.unknown_keys)}")
     if cls is not None and contract["name"] != cls.name:
         problems.append(f"contract: name {contract['name']} differs from class {cls.name}")
     return problems, contract
+
+
+def contract_warnings(node_dir: Path) -> list[str]:
+    """Legacy forms in the folder's contract.yaml that were read leniently."""
+    path = node_dir / "contract.yaml"
+    try:
+        return read_contract(path).warnings if path.is_file() else []
+    except ModelOnexError:
+        return []  # reported as a problem by check_node_dir
 
 
 def check_node_dir(node_dir: Path) -> list[str]:

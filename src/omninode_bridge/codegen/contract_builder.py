@@ -42,6 +42,17 @@ def configuration(answers: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "timeout_ms": _item(5000, "int", "operation timeout in milliseconds", ", gt=0"),
         "topic_prefix": _item(TOPIC_PREFIX, "str", "prefix of the node's event topics", ""),
     }
+    if answers["node_type"] == "orchestrator":
+        retry = "retry" in features
+        step_timeout = float(answers.get("step_timeout_s") or 30.0)
+        items["step_timeout_s"] = _item(step_timeout, "float", "timeout of each step in seconds", ", gt=0")
+        items["step_max_retries"] = _item(3 if retry else 0, "int", "retries of a failed step", ", ge=0")
+        items["step_backoff_ms"] = _item(
+            100 if retry else 0, "int", "first retry delay; doubles per retry, with jitter", ", ge=0"
+        )
+        items["timeout_ms"] = _item(
+            int(step_timeout * 1000 * 10), "int", "timeout of a whole request in milliseconds", ", gt=0"
+        )
     if answers["node_type"] == "effect":
         retry = "retry" in features
         items["max_retries"] = _item(3 if retry else 0, "int", "retries of failed backend calls", ", ge=0")
@@ -52,9 +63,38 @@ def configuration(answers: dict[str, Any]) -> dict[str, dict[str, Any]]:
             items["lock_ttl_seconds"] = _item(30.0, "float", "lease TTL when a request gives none", ", gt=0")
         if "pooling" in features:
             items["pool_max_size"] = _item(10, "int", "connections in the backend adapter's pool", ", ge=1")
+        items.update(adapter_settings(answers))
         if "circuit_breaker" in features:
             items["circuit_breaker_threshold"] = _item(5, "int", "failures in a row that open it", ", ge=1")
             items["circuit_breaker_reset_s"] = _item(30.0, "float", "seconds it stays open", ", gt=0")
+    return items
+
+
+# Connection settings of each real adapter (read from the container config / environment).
+ADAPTER_SETTINGS: dict[str, list[tuple[str, Any, str, str]]] = {
+    "postgres": [("postgres_dsn", "postgresql://postgres@localhost:5432/postgres", "str", "PostgreSQL DSN")],
+    "redis": [("redis_url", "redis://localhost:6379/0", "str", "Redis URL")],
+    "kafka": [("kafka_bootstrap_servers", "localhost:9092", "str", "Kafka bootstrap servers")],
+    "http": [("http_base_url", "http://localhost:8000", "str", "base URL of the HTTP API")],
+    "smtp": [
+        ("smtp_host", "localhost", "str", "SMTP server host"),
+        ("smtp_port", 25, "int", "SMTP server port"),
+        ("smtp_sender", "noreply@localhost", "str", "From address of sent mail"),
+    ],
+    "s3": [
+        ("s3_bucket", "omninode", "str", "S3 bucket"),
+        ("s3_endpoint_url", None, "str | None", "S3 endpoint URL (null: AWS)"),
+    ],
+    "mongodb": [("mongodb_url", "mongodb://localhost:27017", "str", "MongoDB URL")],
+}
+
+
+def adapter_settings(answers: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Connection settings for the adapters of the node's named backends."""
+    items: dict[str, dict[str, Any]] = {}
+    for backend in answers["backends"]:
+        for key, default, py_type, description in ADAPTER_SETTINGS.get(backend, []):
+            items[key] = _item(default, py_type, description, "")
     return items
 
 
@@ -82,7 +122,13 @@ def events(answers: dict[str, Any]) -> list[dict[str, str]]:
 def build_contract(answers: dict[str, Any], template_version: str) -> dict[str, Any]:
     """The contract dict for ``answers`` (validated against the shipped schema)."""
     node_type = answers["node_type"]
-    specs = operation_specs(node_type, answers["operations"], answers["entity"])
+    specs = operation_specs(
+        node_type,
+        answers["operations"],
+        answers["entity"],
+        answers.get("operation_descriptions"),
+        answers["description"],
+    )
     major, minor, patch = (int(p) for p in answers.get("version", "1.0.0").split("."))
     features = answers["features"]
     config = configuration(answers)

@@ -1,7 +1,13 @@
-"""Stage 5 support: the generator's own ``node_generation_completed`` event.
+"""Stage 5 support: the generator's own ``NODE_GENERATION_COMPLETED`` event.
 
-Published to Kafka (aiokafka) when ``OMNINODE_KAFKA_BOOTSTRAP_SERVERS`` is set,
-else logged with ``emit_log_event``. A broker problem never fails a generation.
+The envelope follows the original omninode_bridge codegen event: ``correlation_id,
+event_id, timestamp, workflow_id, total_duration_seconds, generated_files, node_type,
+service_name, quality_score, test_coverage, complexity_score, patterns_applied,
+intelligence_sources`` (model, token and cost fields are null: this generator uses
+templates, not a model), plus stage times. Published to Kafka (aiokafka) on
+``dev.omninode-bridge.codegen.generation-completed.v1`` when
+``OMNINODE_KAFKA_BOOTSTRAP_SERVERS`` is set, else logged with ``emit_log_event``.
+A broker problem never fails a generation.
 """
 
 from __future__ import annotations
@@ -10,23 +16,30 @@ import asyncio
 import json
 import os
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from omninode_bridge.core import emit_log_event
 
 BOOTSTRAP_ENV = "OMNINODE_KAFKA_BOOTSTRAP_SERVERS"
 PREFIX_ENV = "OMNINODE_KAFKA_TOPIC_PREFIX"
-EVENT_TYPE = "node_generation_completed"
+EVENT_TYPE = "NODE_GENERATION_COMPLETED"
 
 
 def generation_topic() -> str:
     prefix = os.environ.get(PREFIX_ENV, "dev.omninode-bridge")
-    return f"{prefix}.codegen.node-generation-completed.v1"
+    return f"{prefix}.codegen.generation-completed.v1"
 
 
-def build_event(summary: dict[str, Any]) -> dict[str, Any]:
-    """The event envelope (``event_id`` is unique per publication)."""
-    return {"event_type": EVENT_TYPE, "event_id": str(uuid.uuid4()), **summary}
+def build_event(summary: dict[str, Any], correlation_id: uuid.UUID | None = None) -> dict[str, Any]:
+    """The event envelope (``event_id`` is unique per publication; the time is UTC ISO 8601)."""
+    return {
+        "event_type": EVENT_TYPE,
+        "correlation_id": str(correlation_id or uuid.uuid4()),
+        "event_id": str(uuid.uuid4()),
+        "timestamp": datetime.now(UTC).isoformat(),
+        **summary,
+    }
 
 
 async def _send(bootstrap: str, topic: str, event: dict[str, Any]) -> None:
@@ -58,7 +71,7 @@ def publish_generation_event(summary: dict[str, Any]) -> str:
             )
         else:
             return "kafka"
-        emit_log_event("INFO", EVENT_TYPE, event)
+        emit_log_event("INFO", EVENT_TYPE.lower(), event)
         return "log (kafka failed)"
-    emit_log_event("INFO", EVENT_TYPE, event)
+    emit_log_event("INFO", EVENT_TYPE.lower(), event)
     return "log"

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from omninode_bridge.codegen.lexicon import STOPWORDS
-from omninode_bridge.codegen.prompt import words
+from omninode_bridge.codegen.prompt_text import words
 from omninode_bridge.core.contract import contract_operations
 
 MAX_FILES = 500

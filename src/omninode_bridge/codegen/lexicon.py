@@ -59,7 +59,10 @@ TYPE_KEYWORDS: dict[str, dict[str, int]] = {
         "encode": 2,
         "decode": 2,
         "format": 1,
-        "validate": 1,
+        "validate": 2,
+        "schema": 1,
+        "vat": 2,
+        "rounding": 1,
         "math": 2,
         "classify": 2,
         "deterministic": 1,
@@ -98,6 +101,24 @@ TYPE_KEYWORDS: dict[str, dict[str, int]] = {
         "tally": 2,
         "running": 1,
         "state": 1,
+        "ohlc": 3,
+        "candles": 2,
+        "candle": 2,
+        "ticks": 1,
+        "tumbling": 2,
+        "windows": 2,
+        "counter": 2,
+        "counters": 2,
+        "increment": 2,
+        "decrement": 2,
+        "deduplicate": 2,
+        "dedupe": 2,
+        "track": 1,
+        "min": 1,
+        "max": 1,
+        "mean": 1,
+        "average": 1,
+        "median": 1,
     },
     "orchestrator": {
         "orchestrate": 3,
@@ -124,6 +145,10 @@ TYPE_KEYWORDS: dict[str, dict[str, int]] = {
         "fan-out": 2,
         "compensate": 2,
         "compensation": 2,
+        "then": 1,
+        "rollback": 2,
+        "provision": 1,
+        "import": 1,
     },
 }
 
@@ -212,6 +237,12 @@ VERBS: dict[str, str] = {
     "invoke": "call",
     "notify": "notify",
     "reset": "reset",
+    "check": "check",
+    "increment": "increment",
+    "decrement": "decrement",
+    "deduplicate": "merge",
+    "dedupe": "merge",
+    "track": "track",
 }
 CRUD_VERBS = ("create", "get", "update", "delete", "list")
 
@@ -480,4 +511,152 @@ TECH_WORDS = (
         "multiple",
         "several",
     }
+)
+
+# Words that stand for the node itself, not what it is about ("a node that ...", "something that").
+GENERIC_NOUNS = frozenset(
+    {
+        "node",
+        "nodes",
+        "nod",
+        "noed",
+        "ndoe",
+        "something",
+        "thing",
+        "component",
+        "module",
+        "tool",
+        "app",
+        "service",
+        "services",
+        "handler",
+        "worker",
+        "script",
+        "bot",
+        "effect",
+        "compute",
+        "reducer",
+        "orchestrator",
+        "system",
+        "one",
+    }
+)
+# "a count of X", "a bunch of X": the phrase is about X.
+MEASURE_NOUNS = frozenset(
+    {
+        "count",
+        "counts",
+        "number",
+        "numbers",
+        "bunch",
+        "lot",
+        "lots",
+        "list",
+        "set",
+        "stream",
+        "streams",
+        "batch",
+        "batches",
+        "kind",
+        "kinds",
+        "sort",
+        "type",
+        "types",
+        "total",
+        "totals",
+        "sum",
+        "series",
+        "collection",
+        "pair",
+        "couple",
+        "history",
+        "log",
+    }
+)
+# A noun phrase followed by one of these is who asks for the node ("our team wants ...").
+REQUEST_VERBS = frozenset({"have", "need", "want", "like", "require", "ask", "wish", "use", "would"})
+# Technical words that may still be part of a subject next to a content word ("rate limiter").
+SOFT_TECH_WORDS = frozenset(
+    {"rate", "rates", "limit", "limits", "cache", "file", "files", "queue", "latency", "webhook", "webhooks"}
+)
+# Type keywords that are also what a node is about ("sales tax", "OHLC candles", "user onboarding").
+DOMAIN_NOUNS = frozenset(
+    {
+        "tax",
+        "vat",
+        "price",
+        "pricing",
+        "score",
+        "distance",
+        "checksum",
+        "ohlc",
+        "candle",
+        "candles",
+        "counter",
+        "histogram",
+        "onboarding",
+        "approval",
+        "import",
+        "summary",
+    }
+)
+# Times name when a node runs, never what it is about ("every night", "nightly").
+TIME_WORDS = frozenset(
+    {
+        "night",
+        "nights",
+        "nightly",
+        "day",
+        "days",
+        "daily",
+        "hour",
+        "hours",
+        "hourly",
+        "minute",
+        "minutes",
+        "week",
+        "weeks",
+        "weekly",
+        "month",
+        "months",
+        "monthly",
+        "year",
+        "yearly",
+        "morning",
+        "evening",
+        "today",
+        "tonight",
+        "later",
+        "again",
+        "periodically",
+    }
+)
+# Orchestration: a cue word plus a sequence cue makes a workflow (see prompt.classify).
+ORCHESTRATION_CUES = frozenset(
+    {
+        "workflow",
+        "workflows",
+        "orchestrate",
+        "coordinate",
+        "saga",
+        "pipeline",
+        "steps",
+        "step",
+        "stages",
+        "compensate",
+        "compensation",
+        "onboarding",
+        "multi-step",
+        "run",
+    }
+)
+SEQUENCE_CUES = (
+    "then",
+    "roll back",
+    "rollback",
+    "rolls back",
+    "step by step",
+    "compensate",
+    "afterwards",
+    "finally",
 )

@@ -11,6 +11,8 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
+from omninode_bridge.codegen.fidelity import hand_edit_work
+
 KINDS: dict[str, dict[str, tuple[str, ...]]] = {
     "effect": {
         "write": (
@@ -98,6 +100,8 @@ KINDS: dict[str, dict[str, tuple[str, ...]]] = {
             "calculate",
         ),
         "count": ("count", "tally"),
+        "increment": ("increment", "incr"),
+        "decrement": ("decrement", "decr"),
         "merge": ("merge", "collect", "group", "combine", "join"),
         "state": ("get", "read", "fetch", "list", "query"),
         "reset": ("reset", "clear", "delete", "purge"),
@@ -161,14 +165,18 @@ KIND_DESCRIPTIONS: dict[str, str] = {
     "transform": "normalise keys to snake_case and strip string values",
     "validate": "check that required fields are present and non-empty",
     "aggregate": "fold items into per-group totals of a numeric field",
-    "count": "count items per group",
+    "count": "count items per group (paired events move the count up and down)",
+    "increment": "add one per item to its group's count",
+    "decrement": "take one per item from its group's count (never below zero)",
     "merge": "merge item fields into the per-group state",
     "state": "return the current reduced state",
     "reset": "clear the reduced state",
     "run": "run workflow steps in dependency order",
     "status": "report the status of a workflow run",
     "cancel": "cancel a workflow run",
+    "hand_edit": "hand-edit point, not generated: implement it in node.py",
 }
+INPUT_CHECK_SUFFIX = "_inputs"
 
 
 def kind_of(node_type: str, operation: str) -> str:
@@ -181,6 +189,8 @@ def kind_of(node_type: str, operation: str) -> str:
         return "state"
     if node_type == "effect" and parts[0] in LOCK_VERBS and LOCK_NOUNS.intersection(parts[1:]):
         return LOCK_VERBS[parts[0]]
+    if node_type == "compute" and any(p in table["hash"] or p.startswith("sha") for p in parts):
+        return "hash"  # "compute_sha256_checksum" digests, whatever its verb
     for part in parts:
         for kind, verbs in table.items():
             if part in verbs:
@@ -188,23 +198,38 @@ def kind_of(node_type: str, operation: str) -> str:
     return DEFAULT_KIND[node_type]
 
 
-def operation_specs(node_type: str, operations: list[str], entity: str) -> list[dict[str, Any]]:
-    """Template-ready operation descriptions: name, enum member, kind, handler, description."""
+def operation_specs(
+    node_type: str,
+    operations: list[str],
+    entity: str,
+    described: dict[str, str] | None = None,
+    description: str = "",
+) -> list[dict[str, Any]]:
+    """Template-ready operation descriptions: name, enum member, kind, handler, description.
+
+    ``described`` holds descriptions a contract gave its operations; they are kept. An
+    operation whose generic kind is not what ``description`` asks for becomes a
+    hand-edit point (kind ``hand_edit``, see :mod:`.fidelity`).
+    """
     specs = []
     for op in operations:
         kind = kind_of(node_type, op)
+        work = None if op.endswith(INPUT_CHECK_SUFFIX) else hand_edit_work(node_type, kind, description)
+        if work is not None:
+            kind = "hand_edit"
         words = op.replace("_", " ")
+        given = " ".join((described or {}).get(op, "").replace('"', "'").replace("\\", "/").split())
+        text = given.rstrip(".") + "." if given else f"{words.capitalize()}: {KIND_DESCRIPTIONS[kind]}."
         specs.append(
             {
                 "name": op,
                 "member": op.upper(),
                 "kind": kind,
                 "handler": f"_handle_{op}",
-                "description": f"{words.capitalize()}: {KIND_DESCRIPTIONS[kind]}.",
-                "doc": textwrap.fill(
-                    f"{words.capitalize()}: {KIND_DESCRIPTIONS[kind]}.", 88, subsequent_indent=" " * 8
-                ),
+                "description": text,
+                "doc": textwrap.fill(text, 88, subsequent_indent=" " * 8),
                 "event": f"{op}_completed",
+                "work": work or "",
             }
         )
     return specs

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -18,14 +19,25 @@ from pathlib import Path
 from typing import Any
 
 from omninode_bridge.codegen.contract_builder import build_contract, contract_hash
+from omninode_bridge.codegen.contract_compat import read_contract
 from omninode_bridge.codegen.events import publish_generation_event
+from omninode_bridge.codegen.fidelity import fidelity_summary
 from omninode_bridge.codegen.intelligence import apply_intelligence
-from omninode_bridge.codegen.prompt import DEFAULT_VERBS, bad_input, check_name, parse_prompt, snake
-from omninode_bridge.codegen.refine import refine
-from omninode_bridge.codegen.render import Renderer, build_context, node_paths
+from omninode_bridge.codegen.lexicon import BACKENDS
+from omninode_bridge.codegen.operations import INPUT_CHECK_SUFFIX, operation_specs
+from omninode_bridge.codegen.prompt import DEFAULT_VERBS, check_name, parse_prompt, snake
+from omninode_bridge.codegen.prompt_text import bad_input, step_timeout_seconds
+from omninode_bridge.codegen.refine import host_style, refine
+from omninode_bridge.codegen.render import Renderer, adapter_plan, backend_families, build_context, node_paths
 from omninode_bridge.codegen.validate import ValidationReport, validate
-from omninode_bridge.codegen.writer import RECORD_NAME, Staging, check_writable, exists_error, make_record
-from omninode_bridge.core.contract import contract_operations, load_contract
+from omninode_bridge.codegen.writer import (
+    RECORD_NAME,
+    Staging,
+    check_writable,
+    exists_error,
+    make_record,
+    user_files,
+)
 
 OPERATION_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 STAGES = {
@@ -76,6 +88,8 @@ class GenerationResult:
     node_name: str = ""
     node_type: str = ""
     confidence: float | None = None
+    notes: list[str] = field(default_factory=list)
+    fidelity: str = ""
     method: str = "prompt"
     node_dir: str = ""
     files: list[str] = field(default_factory=list)
@@ -83,6 +97,8 @@ class GenerationResult:
     quality: ValidationReport | None = None
     dry_run: bool = False
     diff: str = ""
+    replaced: list[str] = field(default_factory=list)  # existing generated files --force replaces
+    kept: list[str] = field(default_factory=list)  # the user's own files, never touched
     event: str = ""
     error: str = ""
     total_ms: float = 0.0
@@ -121,18 +137,25 @@ class _Timer:
 
 
 def answers_from_contract(path: Path) -> dict[str, Any]:
-    """Generator answers recovered from an existing ONEX contract."""
-    contract = load_contract(path)
-    node_type = str(contract["node_type"]).lower()
+    """Generator answers recovered from an ONEX contract, legacy forms included.
+
+    The contract is normalised first (:mod:`.contract_compat`); each legacy form it had
+    becomes one note. Its operation names and descriptions are kept as they are.
+    """
+    normalized = read_contract(path)
+    contract = normalized.contract
+    node_type = str(contract["node_type"])
     name = contract["name"]
     check_name(name, node_type)
     generation = contract.get("generation") or {}
     entity = str(generation.get("entity") or snake(name[4 : -len(node_type)]))
-    ops = contract_operations(contract) or [f"{v}_{entity}" for v in DEFAULT_VERBS[node_type]]
+    ops = list(normalized.operations) or [f"{v}_{entity}" for v in DEFAULT_VERBS[node_type]]
+    ops = [op if OPERATION_RE.match(op) else f"op_{op}"[:63] for op in ops]
     advanced = contract.get("advanced_features") or {}
     features = [
         f for f, key in (("retry", "retry_policy"), ("circuit_breaker", "circuit_breaker")) if key in advanced
     ]
+    features += [f for f in normalized.features if f not in features]
     configuration = contract.get("configuration") or {}
     ttl = (configuration.get("default_ttl_seconds") or {}).get("default")
     if ttl:
@@ -140,6 +163,8 @@ def answers_from_contract(path: Path) -> dict[str, Any]:
     if "pool_max_size" in configuration:
         features.append("pooling")
     services = (contract.get("dependencies") or {}).get("services") or []
+    backends = [str(s["name"]) for s in services if isinstance(s, dict) and "name" in s]
+    backends = list(dict.fromkeys([BACKENDS.get(b.lower(), b) for b in backends] + normalized.backends))
     targets = contract.get("performance_targets") or {}
     version = contract["version"]
     return {
@@ -149,15 +174,48 @@ def answers_from_contract(path: Path) -> dict[str, Any]:
         "entity": entity,
         "domain": entity.split("_")[0],
         "operations": ops,
-        "backends": [s["name"] for s in services if isinstance(s, dict) and "name" in s],
-        "features": features,
+        "operation_descriptions": {k: v for k, v in normalized.operations.items() if v},
+        "backends": backends,
+        "features": list(dict.fromkeys(features)),
         "performance_targets": {
             "latency_ms_p95": float(targets.get("latency_ms_p95", 50.0)),
             "throughput_rps": float(targets.get("throughput_rps", 1000.0)),
         },
         "version": f"{version['major']}.{version['minor']}.{version['patch']}",
         "source": "contract",
+        "notes": [f"contract: {w}" for w in normalized.warnings],
+        **({"described_steps": normalized.steps} if normalized.steps else {}),
     }
+
+
+def _specs(answers: dict[str, Any]) -> list[dict[str, Any]]:
+    return operation_specs(
+        answers["node_type"],
+        answers["operations"],
+        answers["entity"],
+        answers.get("operation_descriptions"),
+        answers["description"],
+    )
+
+
+def ensure_real_operation(answers: dict[str, Any]) -> list[str]:
+    """When every operation is a hand-edit point, add one the generator can write for real
+    (an input check for compute, a per-group count for reducers), so the node runs."""
+    node_type, entity = answers["node_type"], answers["entity"]
+    if node_type not in ("compute", "reducer") or any(s["kind"] != "hand_edit" for s in _specs(answers)):
+        return []
+    extra = f"validate_{entity}{INPUT_CHECK_SUFFIX}" if node_type == "compute" else f"count_{entity}"
+    answers["operations"] = [*answers["operations"], extra][:10]
+    return [f"every described operation is a hand-edit point; added {extra}, which is generated for real"]
+
+
+def fidelity_of(answers: dict[str, Any]) -> str:
+    """The quality report's fidelity line for ``answers``."""
+    specs = _specs(answers)
+    adapters, _ = adapter_plan(
+        backend_families(answers["node_type"], {s["kind"] for s in specs}), answers["backends"]
+    )
+    return fidelity_summary(answers, specs, adapters)
 
 
 def checked_operations(names: list[str]) -> list[str]:
@@ -184,6 +242,8 @@ def answers_from_prompt(opts: GenerateOptions) -> dict[str, Any]:
         "version": "1.0.0",
         "source": "prompt",
         "classification": {"confidence": parsed.confidence, "scores": parsed.type_scores},
+        "notes": parsed.notes,
+        **({"step_timeout_s": t} if (t := step_timeout_seconds(parsed.description)) else {}),
     }
 
 
@@ -238,10 +298,12 @@ def generate(opts: GenerateOptions, progress: Progress | None = None) -> Generat
     output_dir = opts.output_dir.resolve()
     check_writable(output_dir)
     renderer = Renderer(opts.template_dir)
+    style = host_style(output_dir)
     with timer.stage(1) as stage:
         if opts.from_contract is not None:
             answers = answers_from_contract(opts.from_contract)
             result.method = "contract"
+            result.notes = answers.pop("notes")
         else:
             if not opts.description.strip():
                 raise bad_input("a DESCRIPTION or --from-contract FILE is required")
@@ -249,7 +311,11 @@ def generate(opts: GenerateOptions, progress: Progress | None = None) -> Generat
             if opts.operations:
                 answers["operations"] = checked_operations(opts.operations)
             result.confidence = answers["classification"]["confidence"]
-        stage.detail = f"{answers['name']} ({answers['node_type']})"
+            result.notes = answers.pop("notes")
+        stage.detail = f"{answers['name']} ({answers['node_type']}"
+        stage.detail += f", confidence {result.confidence:.2f})" if result.confidence is not None else ")"
+    result.notes.extend(ensure_real_operation(answers))
+    result.fidelity = fidelity_of(answers)
     result.node_name, result.node_type = answers["name"], answers["node_type"]
     with timer.stage(2) as stage:
         if opts.enable_intelligence:
@@ -270,11 +336,16 @@ def generate(opts: GenerateOptions, progress: Progress | None = None) -> Generat
     try:
         staging.put(files, package_init)
         with timer.stage(7) as stage:
-            refined = refine(staging.root)
-            stage.detail = refined.detail or f"{len(refined.changed_files)} file(s) reformatted"
+            refined = refine(staging.root, style)
+            stage.detail = refined.detail or (
+                f"{len(refined.changed_files)} file(s) reformatted to line length {style.line_length}"
+                f" ({style.source})"
+            )
         files = staging.read()
         with timer.stage(6) as stage:
-            report = validate(staging.root, package, vdir, answers["name"], files, run_tests=opts.run_tests)
+            report = validate(
+                staging.root, package, vdir, answers["name"], files, run_tests=opts.run_tests, style=style
+            )
             result.quality = report
             stage.detail = f"score {report.score:.2f}" + (
                 f", coverage {report.coverage:.0f}%" if report.coverage else ""
@@ -291,6 +362,15 @@ def generate(opts: GenerateOptions, progress: Progress | None = None) -> Generat
                 result.error = "; ".join(report.reasons)
             elif opts.dry_run:
                 result.diff = _unified_diff(target, files)
+                if target.exists():
+                    result.kept = user_files(target, set(files))
+                    result.replaced = sorted(
+                        str(p.relative_to(target))
+                        for p in target.rglob("*")
+                        if p.is_file()
+                        and "__pycache__" not in p.parts
+                        and str(p.relative_to(target)) not in result.kept
+                    )
                 stage.status, stage.detail = "skipped", "dry run: nothing written"
                 result.success = True
             else:
@@ -303,18 +383,32 @@ def generate(opts: GenerateOptions, progress: Progress | None = None) -> Generat
         staging.discard()
     result.total_ms = round((time.perf_counter() - started) * 1000.0, 2)
     if opts.publish_event and not opts.dry_run:
-        result.event = publish_generation_event(_event_summary(result))
+        result.event = publish_generation_event(_event_summary(result, answers))
     return result
 
 
-def _event_summary(result: GenerationResult) -> dict[str, Any]:
+def _event_summary(result: GenerationResult, answers: dict[str, Any]) -> dict[str, Any]:
+    """The original ``NODE_GENERATION_COMPLETED`` fields (plus stage times) for this run."""
+    intelligence = answers.get("intelligence") or {}
+    quality = result.quality
+    complexity = quality.checks.get("complexity") if quality else None
+    package = node_paths(answers)[0] if answers.get("name") else ""
     return {
-        "node_name": result.node_name,
+        "workflow_id": str(uuid.uuid4()),
+        "total_duration_seconds": round(result.total_ms / 1000.0, 4),
+        "generated_files": list(result.files),
         "node_type": result.node_type,
+        "service_name": package.replace("_", "-"),
+        "quality_score": quality.score if quality else None,
+        "test_coverage": quality.coverage if quality else None,
+        "complexity_score": complexity.score if complexity and not complexity.skipped else None,
+        "patterns_applied": [f"template:node_{result.node_type}", *answers.get("features", [])],
+        "intelligence_sources": [n["name"] for n in intelligence.get("similar", [])],
+        "primary_model": None,
+        "total_tokens": None,
+        "total_cost_usd": None,
+        "node_name": result.node_name,
         "method": result.method,
         "success": result.success,
         "stage_times_ms": {s.name: s.duration_ms for s in sorted(result.stages, key=lambda s: s.number)},
-        "quality_score": result.quality.score if result.quality else None,
-        "files": len(result.files),
-        "total_ms": result.total_ms,
     }

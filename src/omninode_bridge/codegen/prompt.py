@@ -12,18 +12,30 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from omninode_bridge.codegen import inflection
 from omninode_bridge.codegen.lexicon import (
     ARTICLES,
     BACKENDS,
     CRUD_VERBS,
     FEATURES,
+    ORCHESTRATION_CUES,
+    SEQUENCE_CUES,
     STOPWORDS,
     TECH_WORDS,
     TYPE_KEYWORDS,
     VERBS,
 )
 from omninode_bridge.codegen.operations import kind_of
-from omninode_bridge.core import EnumCoreErrorCode, ModelOnexError
+from omninode_bridge.codegen.prompt_text import (
+    CLEANUP_RE,
+    bad_input,
+    named_backends,
+    performance_targets,
+    refuse_non_descriptions,
+    words,
+    workflow_features,
+)
+from omninode_bridge.codegen.subject import operation_verbs, subject, tokens_of
 
 NODE_TYPES = ("effect", "compute", "reducer", "orchestrator")
 SUFFIX = {t: t.capitalize() for t in NODE_TYPES}
@@ -38,20 +50,10 @@ _NAME_IN_TEXT = re.compile(
 _LIST_TOKEN = re.compile(r"[a-z][a-z0-9-]*|[/,&.;:()]")
 _LIST_SEPARATORS = frozenset({"/", ",", "&", "and", "or"})
 # "background cleanup task", "automatic lease expiration": expired state must be swept.
-_CLEANUP = re.compile(
-    r"\b(?:background|periodic|scheduled|automatic)\s+(?:cleanup|clean-up|sweep|sweeper|reaper)"
-    r"|\bcleanup\s+(?:task|job|worker|loop)"
-    r"|\b(?:automatic|lease|lock)\s+(?:lease\s+)?(?:expiration|expiry)"
-    r"|\bexpired\s+(?:leases|locks|entries|keys)"
-)
 CLEANUP_OPERATION = "cleanup_expired"
+LOW_CONFIDENCE = 0.6
 
 _WORD = re.compile(r"[a-z][a-z0-9-]*")
-_LATENCY = re.compile(r"(?:under|below|within|<|<=|less than)?\s*(\d+(?:\.\d+)?)\s*ms\b")
-_THROUGHPUT = re.compile(
-    r"(\d+(?:\.\d+)?)\s*(k)?\s*(?:rps|req/s|requests?/s|requests? per second|ops/s|"
-    r"operations? per second|ops per second|per second|messages? per second|events? per second)"
-)
 
 
 @dataclass
@@ -73,16 +75,6 @@ class ParsedPrompt:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def bad_input(message: str) -> ModelOnexError:
-    """The error raised for input the user must fix (the CLI exits 2 on it)."""
-    return ModelOnexError(message, EnumCoreErrorCode.INVALID_INPUT)
-
-
-def words(text: str) -> list[str]:
-    """Lower-case word tokens of ``text``."""
-    return _WORD.findall(text.lower())
 
 
 def expand(tokens: list[str]) -> list[str]:
@@ -119,14 +111,35 @@ def snake(camel_name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", camel_name).lower()
 
 
-def classify(tokens: list[str]) -> tuple[str, float, dict[str, int]]:
-    """Node kind with a confidence in [0, 1] from keyword votes (ties favour effect)."""
-    scores = {t: sum(TYPE_KEYWORDS[t].get(w, 0) for w in tokens) for t in NODE_TYPES}
+def _keyword(word: str) -> str:
+    """``word`` or its lemma, whichever is a type keyword ("aggregates" -> "aggregate")."""
+    if any(word in TYPE_KEYWORDS[t] for t in NODE_TYPES) or not word[:1].isalpha():
+        return word
+    verb = inflection.verb_lemma(word)
+    return verb if verb and any(verb in TYPE_KEYWORDS[t] for t in NODE_TYPES) else word
+
+
+def classify(tokens: list[str], text: str = "") -> tuple[str, float, dict[str, int]]:
+    """Node kind with a confidence in [0, 1] from keyword votes (ties favour effect).
+
+    Orchestration is a shape as much as a word: a workflow/saga/steps cue together with
+    a sequence ("then", "roll back", "step by step", "compensate") outweighs the backends
+    its steps touch. The confidence is the winner's share of the votes, scaled down when
+    there are few votes at all (two weak words are not a sure classification).
+    """
+    lemmas = [_keyword(w) for w in tokens]
+    scores = {t: sum(TYPE_KEYWORDS[t].get(w, 0) for w in lemmas) for t in NODE_TYPES}
+    lowered = f" {text.lower()} "
+    cues = sum(1 for w in lemmas if w in ORCHESTRATION_CUES)
+    sequence = sum(lowered.count(f" {cue} ") for cue in SEQUENCE_CUES)
+    if cues and sequence:
+        scores["orchestrator"] += 2 * (cues + sequence)
     total = sum(scores.values())
     if total == 0:
         return "effect", 0.0, scores
     best = max(NODE_TYPES, key=lambda t: (scores[t], -NODE_TYPES.index(t)))
-    return best, round(scores[best] / total, 3), scores
+    evidence = min(1.0, total / 4.0)
+    return best, round(scores[best] / total * evidence, 3), scores
 
 
 def _is_entity_word(w: str) -> bool:
@@ -225,7 +238,7 @@ def _op(verb: str, noun: str) -> str:
 
 
 def _operations(
-    tokens: list[str], entity: str, node_type: str, lists: list[tuple[list[str], str]]
+    tokens: list[str], found: list[str], entity: str, node_type: str, lists: list[tuple[list[str], str]]
 ) -> list[str]:
     """One operation per verb: listed verbs on their noun first, other verbs on ``entity``."""
     listed = [_op(v, noun) for verbs, noun in lists for v in verbs]
@@ -233,9 +246,8 @@ def _operations(
     verbs: list[str] = []
     if "crud" in tokens:
         verbs.extend(CRUD_VERBS)
-    for w in tokens:
-        verb = VERBS.get(w)
-        if verb and verb not in verbs and verb not in in_lists:
+    for verb in found:
+        if verb not in verbs and verb not in in_lists:
             verbs.append(verb)
     if not verbs and not listed:
         verbs = list(DEFAULT_VERBS[node_type])
@@ -273,20 +285,6 @@ DEFAULT_VERBS: dict[str, tuple[str, ...]] = {
     "reducer": ("aggregate", "count"),
     "orchestrator": ("run",),
 }
-
-
-def _performance(text: str, node_type: str) -> dict[str, float]:
-    targets: dict[str, float] = {
-        "effect": {"latency_ms_p95": 50.0, "throughput_rps": 1000.0},
-        "compute": {"latency_ms_p95": 5.0, "throughput_rps": 5000.0},
-        "reducer": {"latency_ms_p95": 20.0, "throughput_rps": 2000.0},
-        "orchestrator": {"latency_ms_p95": 200.0, "throughput_rps": 100.0},
-    }[node_type].copy()
-    if m := _LATENCY.search(text):
-        targets["latency_ms_p95"] = float(m.group(1))
-    if m := _THROUGHPUT.search(text):
-        targets["throughput_rps"] = float(m.group(1)) * (1000 if m.group(2) else 1)
-    return targets
 
 
 def _ordered_unique(values: list[str]) -> list[str]:
@@ -327,16 +325,25 @@ def _written_name(written: str, node_type: str | None, notes: list[str]) -> str:
     return renamed
 
 
+def _quality_notes(confidence: float, given: str | None, chosen: str, has_verbs: bool) -> list[str]:
+    notes = []
+    if confidence < LOW_CONFIDENCE and not given:
+        notes.append(f"low confidence {confidence:.2f} in {chosen}: pass --node-type to be sure")
+    if not has_verbs:
+        notes.append(f"no operation verbs found: default {chosen} operations used")
+    return notes
+
+
 def parse_prompt(description: str, node_type: str | None = None, name: str | None = None) -> ParsedPrompt:
     """Parse ``description``; ``node_type``/``name`` override what the text implies.
 
     A node name written in the description (``Node<Name><Effect|Compute|...>``) is the
     name unless ``name`` is given; its suffix is the node type (confidence 1.0). It is
     taken out of the text before the rest is parsed, so it never becomes the entity.
+    Otherwise the name comes from the described subject (see :mod:`.subject`).
     """
     text = " ".join(description.split())
-    if len(text) < 10 or len(words(text)) < 2:
-        raise bad_input("description is empty or too short: describe the node in a sentence (>= 10 chars)")
+    refuse_non_descriptions(text)
     if node_type is not None and node_type not in NODE_TYPES:
         raise bad_input(f"--node-type must be one of {', '.join(NODE_TYPES)}, got {node_type!r}")
     implied = check_name(name, node_type) if name else None
@@ -349,9 +356,12 @@ def parse_prompt(description: str, node_type: str | None = None, name: str | Non
         implied = None if name != written else check_name(name, node_type)
     plain = words(rest)
     tokens = expand(plain)
-    guessed, confidence, scores = classify(tokens)
-    signals = sum(scores.values()) + sum(1 for w in tokens if w in VERBS or w in BACKENDS)
-    if signals == 0 and not written:
+    sentence = tokens_of(rest)
+    found_verbs = operation_verbs(sentence)
+    content, preferred = _without_examples(plain)
+    guessed, confidence, scores = classify(expand(content), rest)
+    signals = sum(scores.values()) + len(found_verbs) + sum(1 for w in tokens if w in BACKENDS)
+    if signals == 0 and not (written or name or node_type):  # explicit --name/--node-type: trusted
         raise bad_input(
             "description is not meaningful: name what the node does (e.g. 'store user profiles in PostgreSQL')"
         )
@@ -359,23 +369,32 @@ def parse_prompt(description: str, node_type: str | None = None, name: str | Non
     if chosen != guessed:
         notes.append(f"node type {chosen} given explicitly; the description suggests {guessed}")
     lists = verb_lists(rest)
-    content, preferred = _without_examples(plain)
-    entity_words = preferred or _entity_words(content) or ["item"]
-    # The noun of the first verb list is what the operations act on; else the first noun.
-    noun = lists[0][1] if lists else "_".join(entity_words)
+    subject_words, where = subject(sentence)
+    entity_words = preferred or subject_words or _entity_words(content) or ["item"]
+    if not written and not name:
+        notes.append(where if not preferred else f"subject {' '.join(preferred)!r}: after 'such as ... of'")
+    # The noun of the first verb list is what the operations act on; else the subject.
+    noun = lists[0][1] if lists else "_".join(singular(w) for w in entity_words)
     final_name = name or f"Node{camel(noun)}{SUFFIX[chosen]}"
     entity = lists[0][1] if lists else snake(final_name[4 : -len(SUFFIX[chosen])])
-    domain = next((BACKENDS[w] for w in tokens if w in BACKENDS), entity_words[0])
+    backends = named_backends(tokens)
+    domain = backends[0] if backends else entity_words[0]
     if written and name == written:
         confidence = 1.0  # the description names the node: its suffix is the type
     elif chosen != guessed:
         confidence = round(scores[chosen] / max(1, sum(scores.values())), 3)
-    operations = _operations(tokens, entity, chosen, lists)
-    features = _ordered_unique([FEATURES[w] for w in tokens if w in FEATURES])
-    if _CLEANUP.search(rest.lower()):
+    operations = _operations(tokens, found_verbs, entity, chosen, lists)
+    notes.extend(
+        _quality_notes(confidence, node_type, chosen, bool(found_verbs or lists or "crud" in tokens))
+    )
+    features = _ordered_unique(
+        [FEATURES[w] for w in tokens if w in FEATURES] + workflow_features(rest, chosen)
+    )
+    if CLEANUP_RE.search(rest.lower()):
         features = _ordered_unique([*features, "ttl", "cleanup"])
         if chosen == "effect":
             operations = _ordered_unique([*operations, CLEANUP_OPERATION])
+    inflection.flush()
     return ParsedPrompt(
         description=text,
         name=final_name,
@@ -385,8 +404,8 @@ def parse_prompt(description: str, node_type: str | None = None, name: str | Non
         domain=domain,
         entity=entity,
         operations=operations,
-        backends=_ordered_unique([BACKENDS[w] for w in tokens if w in BACKENDS]),
+        backends=backends,
         features=features,
-        performance_targets=_performance(rest.lower(), chosen),
+        performance_targets=performance_targets(rest.lower(), chosen),
         notes=notes,
     )

@@ -19,6 +19,14 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from omninode_bridge import __version__
 from omninode_bridge.codegen.contract_builder import configuration, events
+from omninode_bridge.codegen.fidelity import (
+    described_steps,
+    fidelity_summary,
+    input_fields,
+    output_field,
+    paired_events,
+    window_seconds,
+)
 from omninode_bridge.codegen.operations import LOCK_KINDS, operation_specs
 from omninode_bridge.codegen.prompt import snake
 
@@ -137,8 +145,13 @@ def _tuple(items: tuple[str, ...]) -> str:
     return "(" + ", ".join(json.dumps(i) for i in items) + ("," if len(items) == 1 else "") + ")"
 
 
-def _sample(node_type: str, op: dict[str, Any]) -> dict[str, Any]:
+_FIELD_SAMPLES: dict[str, Any] = {"float": 12.5, "str": "sample", "list[dict[str, Any]]": [{"value": 1}]}
+
+
+def _sample(node_type: str, op: dict[str, Any], inputs: list[dict[str, str]] | None = None) -> dict[str, Any]:
     base: dict[str, Any] = {"operation": op["name"]}
+    if op["kind"] == "hand_edit":
+        return {**base, **{f["name"]: _FIELD_SAMPLES[f["type"]] for f in inputs or []}}
     if node_type == "effect":
         return {**base, **_effect_sample(op["kind"])}
     if node_type == "compute":
@@ -157,6 +170,49 @@ BACKEND_FAMILIES: dict[str, tuple[str, ...]] = {
     "queue": ("send", "consume"),
     "lock": LOCK_KINDS,
 }
+
+
+# Which families each real adapter serves, and which adapter a family prefers.
+ADAPTER_FAMILIES: dict[str, frozenset[str]] = {
+    "postgres": frozenset({"store", "queue", "lock"}),
+    "redis": frozenset({"store", "queue", "lock"}),
+    "kafka": frozenset({"queue"}),
+    "http": frozenset({"store", "queue"}),
+    "smtp": frozenset({"queue"}),
+    "s3": frozenset({"store"}),
+    "mongodb": frozenset({"store"}),
+}
+FAMILY_PREFERENCE: dict[str, tuple[str, ...]] = {
+    "store": ("postgres", "mongodb", "redis", "s3", "http"),
+    "queue": ("kafka", "smtp", "redis", "postgres", "http"),
+    "lock": ("postgres", "redis"),
+}
+
+
+# How the generated adapter tests find each service.
+ADAPTER_ENV = {
+    "postgres": "PostgreSQL at $OMNINODE_TEST_POSTGRES_DSN (default postgresql://postgres@127.0.0.1:5432/postgres)",
+    "redis": "Redis at $OMNINODE_TEST_REDIS_URL (default redis://127.0.0.1:6379/15)",
+    "kafka": "Kafka at $OMNINODE_TEST_KAFKA_BOOTSTRAP (default 127.0.0.1:9092)",
+    "mongodb": "MongoDB at $OMNINODE_TEST_MONGODB_URL (default mongodb://127.0.0.1:27017)",
+    "smtp": "SMTP from aiosmtpd",
+    "s3": "S3 at $OMNINODE_TEST_S3_ENDPOINT, else moto's server",
+    "http": "HTTP from a local test server",
+}
+ADAPTER_FIXTURES = {"smtp": "smtp_server", "s3": "s3_endpoint", "http": "http_api"}
+
+
+def adapter_plan(families: list[str], backends: list[str]) -> tuple[dict[str, str], list[str]]:
+    """The real adapter serving each family (among the named backends), and the families none serves."""
+    plan: dict[str, str] = {}
+    missing: list[str] = []
+    for family in families:
+        chosen = next((b for b in FAMILY_PREFERENCE[family] if b in backends), None)
+        if chosen is None:
+            missing.append(family)
+        else:
+            plan[family] = chosen
+    return plan, missing
 
 
 def backend_families(node_type: str, kinds: set[str]) -> list[str]:
@@ -195,9 +251,16 @@ def build_context(answers: dict[str, Any], contract: dict[str, Any], template_ve
     node_type = answers["node_type"]
     name = answers["name"]
     stem = name[4 : -len(node_type)]
-    ops = operation_specs(node_type, answers["operations"], answers["entity"])
+    ops = operation_specs(
+        node_type,
+        answers["operations"],
+        answers["entity"],
+        answers.get("operation_descriptions"),
+        answers["description"],
+    )
+    inputs = input_fields(answers["description"]) if any(o["kind"] == "hand_edit" for o in ops) else []
     for op in ops:
-        op["sample"] = repr(_sample(node_type, op))
+        op["sample"] = repr(_sample(node_type, op, inputs))
     package, vdir = node_paths(answers)
     version = contract["version"]
     backends = list(answers["backends"])
@@ -210,6 +273,8 @@ def build_context(answers: dict[str, Any], contract: dict[str, Any], template_ve
     for op in ops:
         if op["kind"] in LOCK_KINDS:
             lock_ops.setdefault(op["kind"], op)
+    families = backend_families(node_type, {o["kind"] for o in ops})
+    adapters, missing = adapter_plan(families, backends)
     usage = "".join(
         f", {k}={json.dumps(v)}" for k, v in _effect_sample(ops[0]["kind"]).items() if k != "payload"
     )
@@ -237,7 +302,16 @@ def build_context(answers: dict[str, Any], contract: dict[str, Any], template_ve
         "description_wrapped": textwrap.fill(_docstring_safe(answers["description"]), 88),
         "ops": ops,
         "kinds": sorted({o["kind"] for o in ops}),
-        "families": backend_families(node_type, {o["kind"] for o in ops}),
+        "families": families,
+        "adapters": adapters,
+        "adapter_backends": list(dict.fromkeys(adapters.values())),
+        "missing_families": missing,
+        "adapter_text": ", ".join(f"{f} -> {b}" for f, b in adapters.items()) or "none",
+        "adapter_where": ", ".join(ADAPTER_ENV[b] for b in dict.fromkeys(adapters.values())),
+        "adapter_fixtures": [
+            ADAPTER_FIXTURES[b] for b in dict.fromkeys(adapters.values()) if b in ADAPTER_FIXTURES
+        ],
+        "consume_ops": repr([o["name"] for o in ops if o["kind"] == "consume"]),
         "keyed_ops": keyed,
         "required_fields": required if node_type == "effect" else {},
         "lock_kinds": sorted(lock_ops) if node_type == "effect" else [],
@@ -258,6 +332,16 @@ def build_context(answers: dict[str, Any], contract: dict[str, Any], template_ve
         "port": 8080,
         "performance_targets": answers["performance_targets"],
         "failing_request": repr(_failing(node_type, ops)),
+        "inputs": inputs,
+        "paired": paired_events(answers["description"]) if node_type == "reducer" else None,
+        "window_seconds": window_seconds(answers["description"]) if node_type == "reducer" else None,
+        "described_steps": repr(
+            tuple(answers.get("described_steps") or described_steps(answers["description"]))
+        ),
+        "output": output_field(answers["entity"]),
+        "hand_ops": [o for o in ops if o["kind"] == "hand_edit"],
+        "first_op": next((o for o in ops if o["kind"] != "hand_edit"), ops[0]),
+        "fidelity": fidelity_summary(answers, ops, adapters),
         "usage_args": usage if node_type == "effect" else "",
     }
 
@@ -291,6 +375,9 @@ class Renderer:
         mapping = {**CODE_FILES, f"node_{ctx['node_type']}.py.j2": "node.py"}
         if ctx["node_type"] == "effect":
             mapping["backend.py.j2"] = "backend.py"
+            mapping["adapters.py.j2"] = "adapters.py"
+        if ctx["node_type"] == "orchestrator":
+            mapping["steps.py.j2"] = "steps.py"
         return self._render(mapping, ctx)
 
     def render_events(self, ctx: dict[str, Any]) -> dict[str, str]:
@@ -298,8 +385,11 @@ class Renderer:
         return self._render(EVENT_FILES, ctx)
 
     def render_tests(self, ctx: dict[str, Any]) -> dict[str, str]:
-        """Stage 9: the generated test suite."""
-        return self._render(TEST_FILES, ctx)
+        """Stage 9: the generated test suite (effect nodes add adapter tests on real services)."""
+        mapping = dict(TEST_FILES)
+        if ctx["node_type"] == "effect" and ctx["adapters"]:
+            mapping["tests/test_adapters.py.j2"] = "tests/test_adapters.py"
+        return self._render(mapping, ctx)
 
     def render_package_init(self, ctx: dict[str, Any]) -> str:
         """The ``<package>/__init__.py`` above the version folder."""

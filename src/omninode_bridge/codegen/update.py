@@ -3,7 +3,12 @@
 base = the pristine files of the last generation (kept in the record),
 ours = the files on disk (with hand edits), theirs = a fresh render of the
 stored answers on the current templates. Clean merges are applied together;
-any conflict changes nothing and is reported (exit 1).
+a conflict changes nothing and is reported as hunks (exit 1), unless
+``--conflicts inline``: then the conflicting regions are written into the files
+between ``<<<<<<< yours`` / ``>>>>>>> template`` markers (copier's way) and the
+record's base becomes the new render, so once the markers are resolved by hand the
+next ``update`` sees "changed only locally" and keeps the resolution. Files still
+holding markers stop every later update until they are resolved.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from merge3 import Merge3
 
 from omninode_bridge.codegen.contract_builder import contract_hash
 from omninode_bridge.codegen.pipeline import render_node
-from omninode_bridge.codegen.refine import refine
+from omninode_bridge.codegen.refine import host_style, refine
 from omninode_bridge.codegen.render import Renderer, node_paths
 from omninode_bridge.codegen.writer import RECORD_NAME, Staging, make_record, read_record
 from omninode_bridge.core import ModelOnexError
@@ -37,6 +42,7 @@ class UpdateResult:
     new_template_version: str
     actions: dict[str, str] = field(default_factory=dict)
     conflicts: dict[str, str] = field(default_factory=dict)
+    inline: dict[str, str] = field(default_factory=dict)  # files given conflict markers: their hunks
     applied: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -50,13 +56,15 @@ def merge3(ours: str, base: str, theirs: str) -> tuple[str, bool]:
     return text, any(region[0] == "conflict" for region in merge.merge_regions())
 
 
-def _render_theirs(answers: dict[str, Any], renderer: Renderer) -> tuple[dict[str, str], dict[str, Any]]:
+def _render_theirs(
+    answers: dict[str, Any], renderer: Renderer, node_dir: Path
+) -> tuple[dict[str, str], dict[str, Any]]:
     contract, files, package_init = render_node(answers, renderer)
     package, vdir = node_paths(answers)
     staging = Staging(None, package, vdir)
     try:
         staging.put(files, package_init)
-        refine(staging.root)
+        refine(staging.root, host_style(node_dir))
         return staging.read(), contract
     finally:
         staging.discard()
@@ -66,8 +74,43 @@ def _on_disk(node_dir: Path, names: set[str]) -> dict[str, str]:
     return {rel: (node_dir / rel).read_text(encoding="utf-8") for rel in names if (node_dir / rel).is_file()}
 
 
-def _decide(rel: str, b: str | None, o: str | None, t: str | None, result: UpdateResult) -> str | None:
+CONFLICT_START = "<<<<<<< yours"
+CONFLICT_END = ">>>>>>> template"
+HUNK_CONTEXT = 2
+
+
+def has_markers(text: str | None) -> bool:
+    """Whether ``text`` still holds an unresolved conflict written by ``--conflicts inline``."""
+    return text is not None and any(
+        line.startswith((CONFLICT_START, CONFLICT_END)) for line in text.splitlines()
+    )
+
+
+def conflict_hunks(merged: str, context: int = HUNK_CONTEXT) -> str:
+    """The conflicting regions of ``merged`` with ``context`` lines around each, numbered."""
+    lines = merged.splitlines()
+    spans: list[tuple[int, int]] = []
+    start = None
+    for i, line in enumerate(lines):
+        if line.startswith(CONFLICT_START):
+            start = i
+        elif line.startswith(CONFLICT_END) and start is not None:
+            spans.append((max(0, start - context), min(len(lines), i + 1 + context)))
+            start = None
+    out = []
+    for first, last in spans:
+        out.append(f"@@ lines {first + 1}-{last} @@")
+        out.extend(f"{n + 1:>5} {lines[n]}" for n in range(first, last))
+    return "\n".join(out)
+
+
+def _decide(
+    rel: str, b: str | None, o: str | None, t: str | None, result: UpdateResult, inline: bool = False
+) -> str | None:
     """The new content of ``rel`` (None: absent); records the action or a conflict."""
+    if has_markers(o):
+        result.conflicts[rel] = "unresolved conflict markers from an earlier update: resolve them first"
+        return o
     if t == b or o == t:
         result.actions[rel] = "unchanged" if o == b else "kept (hand edits)"
         return o
@@ -83,30 +126,36 @@ def _decide(rel: str, b: str | None, o: str | None, t: str | None, result: Updat
         result.conflicts[rel] = why
         return o
     merged, conflicted = merge3(o, b, t)
+    if conflicted and inline:
+        result.actions[rel] = "CONFLICT markers written (resolve, then run update again)"
+        result.inline[rel] = conflict_hunks(merged)
+        return merged
     if conflicted:
-        result.conflicts[rel] = "conflicting edits:\n" + merged
+        result.conflicts[rel] = "conflicting edits:\n" + conflict_hunks(merged)
         return o
     result.actions[rel] = "merged (hand edits + template)"
     return merged
 
 
-def update_node(node_dir: Path, template_dir: Path | None = None, dry_run: bool = False) -> UpdateResult:
-    """Update ``node_dir`` in place (all files or none)."""
+def update_node(
+    node_dir: Path, template_dir: Path | None = None, dry_run: bool = False, inline: bool = False
+) -> UpdateResult:
+    """Update ``node_dir`` in place (all files or none); ``inline`` writes conflict markers."""
     node_dir = node_dir.resolve()
     record = read_record(node_dir)
     renderer = Renderer(template_dir)
-    theirs, contract = _render_theirs(record["answers"], renderer)
+    theirs, contract = _render_theirs(record["answers"], renderer, node_dir)
     base: dict[str, str] = record["pristine"]
     names = set(base) | set(theirs)
     ours = _on_disk(node_dir, names)
     result = UpdateResult(str(node_dir), record["template_version"], renderer.template_version)
     new: dict[str, str | None] = {}
     for rel in sorted(names):
-        new[rel] = _decide(rel, base.get(rel), ours.get(rel), theirs.get(rel), result)
+        new[rel] = _decide(rel, base.get(rel), ours.get(rel), theirs.get(rel), result, inline)
     if result.conflicts or dry_run:
         return result
     for rel, text in new.items():
-        if rel.endswith(".py") and text is not None:
+        if rel.endswith(".py") and text is not None and rel not in result.inline:
             try:
                 compile(text, rel, "exec")
             except SyntaxError as err:
@@ -149,12 +198,21 @@ def _apply(node_dir: Path, new: dict[str, str | None], ours: dict[str, str], rec
 @click.command(name="update", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("node_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--dry-run", is_flag=True, help="report what would change, write nothing")
+@click.option(
+    "--conflicts",
+    type=click.Choice(["stop", "inline"]),
+    default="stop",
+    show_default=True,
+    help="stop: change nothing and report the hunks; inline: write <<<<<<< markers into the files",
+)
 @click.option("--json", "as_json", is_flag=True, help="print a machine-readable result")
 @click.option("--template-dir", type=click.Path(path_type=Path), hidden=True)
-def update_command(node_dir: Path, dry_run: bool, as_json: bool, template_dir: Path | None) -> None:
+def update_command(
+    node_dir: Path, dry_run: bool, conflicts: str, as_json: bool, template_dir: Path | None
+) -> None:
     """Re-render NODE_DIR on the current templates, keeping hand edits (3-way merge)."""
     try:
-        result = update_node(node_dir, template_dir, dry_run)
+        result = update_node(node_dir, template_dir, dry_run, inline=conflicts == "inline")
     except ModelOnexError as err:
         click.echo(f"omninode-generate update: error: {err.message}", err=True)
         sys.exit(2)
@@ -169,6 +227,13 @@ def update_command(node_dir: Path, dry_run: bool, as_json: bool, template_dir: P
                 click.echo(f"  {action:<32} {rel}")
         for rel, why in sorted(result.conflicts.items()):
             click.echo(f"  CONFLICT {rel}: {why}")
+        for rel, hunks in sorted(result.inline.items()):
+            click.echo(f"  markers in {rel}:\n{hunks}")
+    if result.inline and not result.conflicts:
+        click.echo(
+            f"{len(result.inline)} file(s) have conflict markers: resolve them, then run update again",
+            err=True,
+        )
     if result.conflicts:
         click.echo(f"update stopped: {len(result.conflicts)} conflict(s); no file was changed", err=True)
         sys.exit(1)

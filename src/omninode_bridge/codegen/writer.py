@@ -125,6 +125,9 @@ class Staging:
             raise exists_error(target)
         old = self.root / "previous"
         if target.exists():
+            for rel in user_files(target, set(self.read())):
+                (self.node_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(target / rel, self.node_dir / rel)  # the user's files survive --force
             os.rename(target, old)
         try:
             os.rename(self.node_dir, target)
@@ -142,6 +145,20 @@ class Staging:
         if self.created_output and self.output_dir is not None:
             with contextlib.suppress(OSError):
                 self.output_dir.rmdir()
+
+
+def user_files(node_dir: Path, new: set[str]) -> list[str]:
+    """Files in ``node_dir`` that neither the last generation (its record) nor this one made."""
+    try:
+        previous = set(read_record(node_dir).get("files", {}))
+    except ModelOnexError:
+        previous = set()
+    made = previous | new | {RECORD_NAME}
+    return sorted(
+        rel
+        for p in node_dir.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and (rel := str(p.relative_to(node_dir))) not in made
+    )
 
 
 def exists_error(target: Path) -> ModelOnexError:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from omninode_bridge.core.container import ModelONEXContainer
-from omninode_bridge.core.errors import EnumCoreErrorCode, ModelOnexError
+from omninode_bridge.core.errors import EnumCoreErrorCode, EnumOnexStatus, ModelOnexError, error_code_text
 from omninode_bridge.core.logging import LogLevel, emit_log_event, redact
 from omninode_bridge.core.nodes import (
     EnumNodeType,
@@ -17,6 +17,7 @@ from omninode_bridge.core.nodes import (
 __all__ = [
     "EnumCoreErrorCode",
     "EnumNodeType",
+    "EnumOnexStatus",
     "LogLevel",
     "ModelONEXContainer",
     "ModelOnexError",
@@ -26,5 +27,6 @@ __all__ = [
     "NodeOrchestrator",
     "NodeReducer",
     "emit_log_event",
+    "error_code_text",
     "redact",
 ]

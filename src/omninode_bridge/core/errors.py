@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from enum import Enum, unique
 from typing import Any
+from uuid import UUID
 
 
 @unique
@@ -113,30 +114,76 @@ class EnumCoreErrorCode(str, Enum):
         return int(match.group(1)) if match else 0
 
 
-class ModelOnexError(Exception):
-    """The ONEX error: a code from :class:`EnumCoreErrorCode`, a message and context.
+@unique
+class EnumOnexStatus(str, Enum):
+    """Outcome status carried by errors and results (values as in omnibase_core)."""
 
-    ``context`` must never carry secrets; callers pass identifiers, not credentials.
+    SUCCESS = "success"
+    WARNING = "warning"
+    ERROR = "error"
+    SKIPPED = "skipped"
+    FIXED = "fixed"
+    PARTIAL = "partial"
+    INFO = "info"
+    UNKNOWN = "unknown"
+
+
+def _coerce_code(code: EnumCoreErrorCode | str | None) -> EnumCoreErrorCode | str | None:
+    """A string naming a member (``"INVALID_INPUT"`` or its value) becomes the member."""
+    if code is None or isinstance(code, EnumCoreErrorCode):
+        return code
+    text = str(code)
+    if text in EnumCoreErrorCode.__members__:
+        return EnumCoreErrorCode[text]
+    try:
+        return EnumCoreErrorCode(text)
+    except ValueError:
+        return text
+
+
+def error_code_text(code: EnumCoreErrorCode | str | None) -> str:
+    """The wire form of an error code: the enum's value, the string itself, or ``""``."""
+    if isinstance(code, EnumCoreErrorCode):
+        return code.value
+    return code or ""
+
+
+class ModelOnexError(Exception):
+    """The ONEX error: a message, an error code, a status, a correlation id and context.
+
+    The signature follows omnibase_core's ``ModelOnexError(message, error_code=...,
+    status=..., correlation_id=..., **context)``: ``error_code`` may be an
+    :class:`EnumCoreErrorCode`, a string (a member's name or value becomes the member;
+    any other string is kept as it is) or None. ``context`` must never carry secrets;
+    callers pass identifiers, not credentials.
     """
 
     def __init__(
         self,
         message: str,
-        error_code: EnumCoreErrorCode = EnumCoreErrorCode.OPERATION_FAILED,
+        error_code: EnumCoreErrorCode | str | None = EnumCoreErrorCode.OPERATION_FAILED,
+        status: EnumOnexStatus | str = EnumOnexStatus.ERROR,
+        correlation_id: UUID | str | None = None,
         **context: Any,
     ) -> None:
         super().__init__(message)
         self.message = message
-        self.error_code = error_code
+        self.error_code = _coerce_code(error_code)
+        self.status = EnumOnexStatus(status) if status in EnumOnexStatus._value2member_map_ else status
+        self.correlation_id = correlation_id
         self.context: dict[str, Any] = context
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready view: ``error_code``, ``message`` and ``context``."""
+        """A JSON-ready view: ``error_code``, ``message``, ``status``, ``correlation_id``, ``context``."""
+        status = self.status.value if isinstance(self.status, EnumOnexStatus) else str(self.status)
         return {
-            "error_code": self.error_code.value,
+            "error_code": error_code_text(self.error_code),
             "message": self.message,
+            "status": status,
+            "correlation_id": None if self.correlation_id is None else str(self.correlation_id),
             "context": self.context,
         }
 
     def __str__(self) -> str:
-        return f"[{self.error_code.value}] {self.message}"
+        code = error_code_text(self.error_code)
+        return f"[{code}] {self.message}" if code else self.message

@@ -38,7 +38,12 @@ class LogLevel(str, Enum):
 
 def redact(value: Any, key: str = "") -> Any:
     """Return ``value`` with secrets replaced by ``***`` (recursively for mappings/lists)."""
-    if key and _SECRET_KEYS.search(key) and not isinstance(value, (Mapping, list, tuple)):
+    if (
+        key
+        and _SECRET_KEYS.search(key)
+        and value is not None
+        and not isinstance(value, (Mapping, list, tuple))
+    ):
         return REDACTED
     if isinstance(value, Mapping):
         return {str(k): redact(v, str(k)) for k, v in value.items()}

@@ -13,6 +13,7 @@ import time
 from abc import ABC, abstractmethod
 from enum import Enum
 from typing import Any, ClassVar, Self
+from uuid import UUID, uuid4
 
 from omninode_bridge.core.container import ModelONEXContainer
 from omninode_bridge.core.errors import EnumCoreErrorCode, ModelOnexError
@@ -40,6 +41,9 @@ class NodeBase(ABC):
                 got=type(container).__name__,
             )
         self.container = container
+        # omnibase_core nodes carry a node_id; the container may fix it (config "node_id").
+        configured = container.get_config("node_id")
+        self.node_id: UUID = UUID(str(configured)) if configured else uuid4()
         self.initialized = False
         self._started = time.monotonic()
         self._calls = 0
@@ -87,6 +91,7 @@ class NodeBase(ABC):
             "status": "healthy" if self.initialized else "not_initialized",
             "node": type(self).__name__,
             "node_type": self.node_type.value,
+            "node_id": str(self.node_id),
             "uptime_s": round(time.monotonic() - self._started, 3),
         }
 

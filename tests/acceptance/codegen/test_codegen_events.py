@@ -31,8 +31,31 @@ async def consume_one(bootstrap: str, topic: str) -> tuple[bytes | None, dict[st
 
 def assert_event_fields(event: dict[str, Any], result: GenerationResult, method: str) -> None:
     """The SPEC's fields: method, the time of each of the nine stages, the quality score."""
-    assert event["event_type"] == "node_generation_completed"
+    assert event["event_type"] == "NODE_GENERATION_COMPLETED"
     assert uuid.UUID(event["event_id"]).version == 4
+    original = {
+        "correlation_id",
+        "event_id",
+        "timestamp",
+        "workflow_id",
+        "total_duration_seconds",
+        "generated_files",
+        "node_type",
+        "service_name",
+        "quality_score",
+        "test_coverage",
+        "complexity_score",
+        "patterns_applied",
+        "intelligence_sources",
+        "primary_model",
+        "total_tokens",
+        "total_cost_usd",
+    }
+    assert original <= set(event)
+    assert (event["primary_model"], event["total_tokens"], event["total_cost_usd"]) == (None, None, None)
+    assert event["generated_files"] == result.files
+    assert event["service_name"] == Path(result.node_dir).parent.name.replace("_", "-")
+    assert uuid.UUID(event["workflow_id"]) and uuid.UUID(event["correlation_id"])
     assert (event["node_name"], event["node_type"]) == (result.node_name, result.node_type)
     assert event["method"] == method == result.method
     assert event["success"] is True
@@ -43,8 +66,8 @@ def assert_event_fields(event: dict[str, Any], result: GenerationResult, method:
     assert result.quality is not None
     assert isinstance(event["quality_score"], float)
     assert event["quality_score"] == result.quality.score >= 0.8
-    assert event["files"] == len(result.files) >= 16
-    assert event["total_ms"] == result.total_ms >= sum(stage_times.values()) * 0.5
+    assert len(event["generated_files"]) >= 16
+    assert event["total_duration_seconds"] * 1000 >= sum(stage_times.values()) * 0.5
 
 
 def test_event_is_published_to_kafka(
@@ -105,7 +128,9 @@ def test_event_is_logged_without_kafka(
         )
     )
     assert result.event == "log"
-    records = [r for r in caplog.records if "node_generation_completed" in r.getMessage()]
+    records = [
+        r for r in caplog.records if "node_generation_completed" in r.getMessage()
+    ]  # logged lower-case
     assert len(records) == 1
     assert records[0].levelno == logging.INFO
     line = json.loads(records[0].getMessage())

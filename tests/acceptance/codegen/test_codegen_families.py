@@ -34,7 +34,7 @@ def backend_methods(backend_py: str) -> tuple[set[str], set[str]]:
 def expected_methods(operations: list[str]) -> set[str]:
     kinds = {kind_of("effect", op) for op in operations}
     families = [f for f, members in BACKEND_FAMILIES.items() if kinds.intersection(members)]
-    methods = {"ping"} | {m for f in families for m in FAMILY_METHODS[f]}
+    methods = {"ping", "close"} | {m for f in families for m in FAMILY_METHODS[f]}
     if "store" in families or "lock" in families:
         methods.add("cleanup_expired")
     return methods
@@ -52,7 +52,7 @@ def test_corpus_backends_declare_only_the_methods_their_operations_use(corpus: C
     crud, _ = backend_methods((by_name["NodeUserProfileEffect"] / "backend.py").read_text(encoding="utf-8"))
     assert not {"send", "receive"} & crud
     kafka, _ = backend_methods((by_name["NodeOrderEffect"] / "backend.py").read_text(encoding="utf-8"))
-    assert kafka == {"ping", "send", "receive"}
+    assert kafka == {"ping", "close", "send", "receive"}
 
 
 @pytest.mark.parametrize(
@@ -60,11 +60,11 @@ def test_corpus_backends_declare_only_the_methods_their_operations_use(corpus: C
     [
         (
             "Store user profiles in PostgreSQL with TTL",
-            {"ping", "put", "get", "update", "delete", "list_keys", "cleanup_expired"},
+            {"ping", "close", "put", "get", "update", "delete", "list_keys", "cleanup_expired"},
         ),
         (
             "Acquire and release locks in Redis with TTL",
-            {"ping", "cleanup_expired", "acquire", "release", "extend"},
+            {"ping", "close", "cleanup_expired", "acquire", "release", "extend"},
         ),
     ],
 )
@@ -96,7 +96,8 @@ RESEND = """
 import asyncio, importlib, json, sys
 mod = importlib.import_module(sys.argv[1] + ".v1_0_0.node")
 from omninode_bridge.core import ModelONEXContainer
-node = getattr(mod, sys.argv[2])(ModelONEXContainer({}))
+steps_for_tests = importlib.import_module(sys.argv[1] + ".v1_0_0.tests.conftest").memory_services()
+node = getattr(mod, sys.argv[2])(ModelONEXContainer({}, **steps_for_tests))
 op = sys.argv[3]
 steps = [{"name": "a"}, {"name": "b", "depends_on": ["a"]}]
 

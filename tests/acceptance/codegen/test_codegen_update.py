@@ -115,3 +115,126 @@ def test_merge3_clean_and_conflicting() -> None:
     assert (merged, conflicted) == ("a\nB\nc\nd\nE\n", False)
     _, conflicted = merge3("a\nX\nc\nd\ne\n", base, "a\nY\nc\nd\ne\n")
     assert conflicted
+
+
+def test_conflict_report_shows_hunks_not_whole_files(
+    node_dir: Path, new_templates: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    node_py = node_dir / "node.py"
+    node_py.write_text(
+        node_py.read_text(encoding="utf-8").replace(OLD_DOC, '"""My own metrics docstring."""'),
+        encoding="utf-8",
+    )
+    code, out, _ = run_update([str(node_dir), "--template-dir", str(new_templates)], capsys)
+    assert code == 1
+    assert "@@ lines " in out
+    assert "class Node" not in out  # the rest of node.py is not printed
+    assert len(out.splitlines()) < 30
+
+
+def test_inline_conflicts_then_resolution_is_accepted_by_the_next_update(
+    node_dir: Path, new_templates: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    node_py = node_dir / "node.py"
+    mine = '"""My own metrics docstring."""'
+    node_py.write_text(node_py.read_text(encoding="utf-8").replace(OLD_DOC, mine), encoding="utf-8")
+    args = [str(node_dir), "--template-dir", str(new_templates)]
+    code, out, err = run_update([*args, "--conflicts", "inline"], capsys)
+    assert code == 0, err
+    text = node_py.read_text(encoding="utf-8")
+    assert "<<<<<<< yours" in text and ">>>>>>> template" in text and mine in text and NEW_DOC in text
+    assert "resolve them, then run update again" in err
+    record = json.loads((node_dir / ".omninode-generate.json").read_text(encoding="utf-8"))
+    assert record["template_version"] == "1.4.0"  # the new render is the base from now on
+    # Unresolved markers stop the next update.
+    code, out, _ = run_update(args, capsys)
+    assert code == 1 and "unresolved conflict markers" in out
+    # The user resolves: keeps their docstring.
+    lines, keep = [], True
+    for line in text.splitlines(keepends=True):
+        if line.startswith("<<<<<<<"):
+            continue
+        if line.startswith("======="):
+            keep = False
+            continue
+        if line.startswith(">>>>>>>"):
+            keep = True
+            continue
+        if keep:
+            lines.append(line)
+    node_py.write_text("".join(lines), encoding="utf-8")
+    compile(node_py.read_text(encoding="utf-8"), "node.py", "exec")
+    code, out, err = run_update(args, capsys)
+    assert code == 0, out + err
+    assert mine in node_py.read_text(encoding="utf-8")
+    assert "kept (hand edits)" in out
+
+
+def test_answers_are_shown_and_changed_then_applied_by_update(
+    node_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["answers", str(node_dir)])
+    out, _ = capsys.readouterr()
+    assert "operations" in out and "NodeShippingLabelEffect" in out
+    main(["answers", str(node_dir), "description=Store shipping labels in PostgreSQL for carriers"])
+    _, err = capsys.readouterr()
+    assert "apply them with: omninode-generate update" in err
+    result = update_node(node_dir)
+    assert result.applied and not result.conflicts
+    assert "for carriers" in (node_dir / "README.md").read_text(encoding="utf-8")
+    with pytest.raises(SystemExit) as info:
+        main(["answers", str(node_dir), "node_type=compute"])
+    assert info.value.code == 2
+    _, err = capsys.readouterr()
+    assert "cannot be changed in place" in err and len(err.strip().splitlines()) == 1
+
+
+def test_help_lists_update_and_answers(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["--help"])
+    out, _ = capsys.readouterr()
+    assert "omninode-generate update NODE_DIR" in out and "omninode-generate answers NODE_DIR" in out
+
+
+def test_user_module_survives_force_passes_check_and_dry_run_lists_it(
+    node_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from omninode_bridge.codegen.check import check_paths
+
+    rates = node_dir / "rates.py"
+    rates.write_text('"""Shipping rates, hand-written."""\n\nRATES = {"eu": 4.5}\n', encoding="utf-8")
+    assert check_paths([node_dir]) == {str(node_dir): []}
+    out_dir = node_dir.parent.parent
+    dry = generate(
+        GenerateOptions(
+            description=DESCRIPTION, output_dir=out_dir, dry_run=True, run_tests=False, publish_event=False
+        )
+    )
+    assert dry.kept == ["rates.py"]
+    assert "node.py" in dry.replaced and "rates.py" not in dry.replaced
+    forced = generate(
+        GenerateOptions(
+            description=DESCRIPTION, output_dir=out_dir, force=True, run_tests=False, publish_event=False
+        )
+    )
+    assert forced.success
+    assert rates.read_text(encoding="utf-8").endswith('RATES = {"eu": 4.5}\n')
+    assert check_paths([node_dir]) == {str(node_dir): []}
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(node_dir / "tests" / "test_contract.py"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=out_dir,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:]

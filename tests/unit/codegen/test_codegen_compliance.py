@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from omninode_bridge.codegen.compliance import check_node_dir
-from omninode_bridge.codegen.writer import Staging, check_writable
+from omninode_bridge.codegen.writer import RECORD_NAME, Staging, check_writable, make_record
 from omninode_bridge.core import ModelOnexError
 
 CONTRACT = """schema_version: v2.0.0
@@ -86,12 +86,14 @@ def test_check_writable(tmp_path: Path) -> None:
 def test_staging_commit_is_all_or_nothing(tmp_path: Path) -> None:
     out = tmp_path / "out"
     staging = Staging(out, "widget_effect", "v1_0_0")
-    staging.put({"node.py": "x = 1\n", "models/__init__.py": ""}, '"""pkg"""\n')
+    record = make_record({}, "1.0.0", "sha", {"node.py": "x = 1\n", "models/__init__.py": ""})
+    staging.put({"node.py": "x = 1\n", "models/__init__.py": "", RECORD_NAME: record}, '"""pkg"""\n')
     assert not (out / "widget_effect").exists()
     target = staging.commit(force=False)
     staging.discard()
     assert (target / "node.py").read_text(encoding="utf-8") == "x = 1\n"
     assert sorted(p.name for p in out.iterdir()) == ["widget_effect"]
+    (target / "mine.py").write_text("MINE = 1\n", encoding="utf-8")  # the user's: in no record
     again = Staging(out, "widget_effect", "v1_0_0")
     again.put({"node.py": "x = 2\n"}, '"""pkg"""\n')
     with pytest.raises(ModelOnexError, match="already exists"):
@@ -100,5 +102,6 @@ def test_staging_commit_is_all_or_nothing(tmp_path: Path) -> None:
     again.commit(force=True)
     again.discard()
     assert (target / "node.py").read_text(encoding="utf-8") == "x = 2\n"
-    assert not (target / "models").exists()
+    assert not (target / "models").exists()  # generated before, not any more: removed
+    assert (target / "mine.py").read_text(encoding="utf-8") == "MINE = 1\n"  # never deleted by --force
     assert sorted(p.name for p in out.iterdir()) == ["widget_effect"]

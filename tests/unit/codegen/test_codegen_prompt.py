@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from omninode_bridge.codegen.operations import kind_of, operation_specs
-from omninode_bridge.codegen.prompt import check_name, classify, parse_prompt, singular, words
+from omninode_bridge.codegen.prompt import check_name, classify, parse_prompt, singular
+from omninode_bridge.codegen.prompt_text import words
 from omninode_bridge.codegen.render import node_paths
 from omninode_bridge.core import EnumCoreErrorCode, ModelOnexError
 
