@@ -147,3 +147,26 @@ async def test_a_busy_lock_says_who_holds_it(locks: LockClient) -> None:
         await locks.acquire("who", "reports-2", ttl=30)
     assert "billing-7" in str(info.value) and info.value.details["holders"] == ["billing-7"]
     assert info.value.to_wire()["error_code"] == "LOCK_HELD_BY_OTHER"
+
+
+async def test_a_lease_id_is_never_someone_elses_nor_reused(locks: LockClient) -> None:
+    lease_id = "5c1f0b8e-8e3a-4f4f-9d57-0b2b6d3c9e01"
+    lease = await locks.acquire("mine", "a", ttl=30, lease_id=lease_id)
+    for name, owner in (("other-lock", "a"), ("mine", "b")):
+        with pytest.raises(LockValidationError, match="another request"):
+            await locks.acquire(name, owner, ttl=30, wait=1 if owner == "b" else 0, lease_id=lease_id)
+    await locks.release(lease)
+    for name in ("mine", "brand-new-lock"):  # an ended lease's id is not reused, fast path or not
+        with pytest.raises(LockValidationError, match="ended"):
+            await locks.acquire(name, "a", ttl=30, lease_id=lease_id)
+
+
+async def test_filters_and_reasons_postgres_cannot_take_are_validation_errors(locks: LockClient) -> None:
+    for filters in ({"prefix": "a\x00"}, {"owner_id": "\ud800"}, {"after": "x\x00"}):
+        with pytest.raises(LockValidationError):
+            await locks.list_locks(**filters)
+    await locks.acquire("fr", "a", ttl=30)
+    for reason in ("", "why\x00", "x" * 1001):
+        with pytest.raises(LockValidationError):
+            await locks.force_release("fr", reason)
+    assert await locks.locked("fr")

@@ -148,12 +148,13 @@ def _as_datetime(value: Any) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
 
 
-def check_name(name: Any, what: str = "lock name") -> str:
-    """A lock name or owner id: text of 1–255 characters, valid Unicode, without NUL."""
+def check_name(name: Any, what: str = "lock name", longest: int = MAX_NAME) -> str:
+    """A lock name or owner id (or other text): 1–``longest`` characters, valid Unicode,
+    without NUL."""
     if not isinstance(name, str):
         raise LockValidationError(f"{what} must be a string", field=what)
-    if not 1 <= len(name) <= MAX_NAME:
-        raise LockValidationError(f"{what} must be 1-{MAX_NAME} characters, got {len(name)}", field=what)
+    if not 1 <= len(name) <= longest:
+        raise LockValidationError(f"{what} must be 1-{longest} characters, got {len(name)}", field=what)
     if "\x00" in name:
         raise LockValidationError(f"{what} must not contain NUL", field=what)
     if not _encodable(name):

@@ -121,6 +121,9 @@ class LockStore:
         """Held locks, by name; page with ``after=<last name of the previous page>``."""
         if not 1 <= limit <= 1000:
             raise LockValidationError("limit must be within 1..1000", field="limit")
+        for field, value in (("prefix", prefix), ("owner_id", owner_id), ("after", after)):
+            if value is not None:
+                check_name(value, field)
         within_ms = None if expiring_within is None else int(expiring_within * 1000)
         rows = await self._call("list_locks", prefix, owner_id, within_ms, limit, after, fetch="fetch")
         return [
@@ -149,8 +152,7 @@ class LockStore:
     async def force_release(self, name: str, reason: str) -> int:
         """Admin: free every lease of ``name`` (recorded with ``reason``); returns how many."""
         check_name(name)
-        if not reason or len(reason) > 1000:
-            raise LockValidationError("a reason of 1-1000 characters is required", field="reason")
+        check_name(reason, "reason", longest=1000)
         count: int = await self._call("force_release", name, reason, fetch="fetchval")
         if count < 0:
             raise LockNotFoundError(f"lock {name!r} does not exist", lock_name=name)

@@ -10,9 +10,12 @@
 -- $1 name, $2 lease_id, $3 owner, $4 mode, $5 ttl_ms, $6 permits or NULL, $7 metadata (JSON text)
 WITH k AS (
     INSERT INTO __schema__.locks AS t (name, permits, fence, n_exclusive, n_shared)
-    VALUES ($1, coalesce($6::integer, 1), nextval('__schema__.fence_seq'),
-            CASE WHEN $4::text = 'exclusive' THEN 1 ELSE 0 END,
-            CASE WHEN $4::text = 'shared' THEN 1 ELSE 0 END)
+    SELECT $1, coalesce($6::integer, 1), nextval('__schema__.fence_seq'),
+           CASE WHEN $4::text = 'exclusive' THEN 1 ELSE 0 END,
+           CASE WHEN $4::text = 'shared' THEN 1 ELSE 0 END
+     WHERE NOT EXISTS (SELECT 1 FROM __schema__.events  -- an ended lease's id is never reused
+                        WHERE lease_id = $2::uuid
+                          AND event_type IN ('lock_released', 'lock_expired', 'lock_force_released'))
     ON CONFLICT (name) DO UPDATE
        SET fence = nextval('__schema__.fence_seq'),  -- drawn under the row lock
            touched_at = now(),

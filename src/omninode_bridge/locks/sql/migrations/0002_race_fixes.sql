@@ -184,8 +184,18 @@ DECLARE
     v_queued boolean;
 BEGIN
     SELECT * INTO l FROM __schema__.leases WHERE lease_id = p_lease_id;
-    IF FOUND THEN
+    IF FOUND THEN  -- a retry finds its own grant; someone else's lease id is refused
+        IF l.name <> p_name OR l.owner_id <> p_owner OR l.mode <> p_mode THEN
+            RETURN __schema__._bare('invalid', p_name, NULL,
+                'lease_id is already the id of another request''s lease');
+        END IF;
         RETURN __schema__._result('granted', l, NULL, 'retry');
+    END IF;
+    IF EXISTS (SELECT 1 FROM __schema__.events
+                WHERE lease_id = p_lease_id
+                  AND event_type IN ('lock_released', 'lock_expired', 'lock_force_released')) THEN
+        RETURN __schema__._bare('invalid', p_name, NULL,
+            'lease_id was used by a lease that has ended; choose a new one');
     END IF;
     INSERT INTO __schema__.locks AS t (name, permits)
     VALUES (p_name, coalesce(p_permits, 1))
