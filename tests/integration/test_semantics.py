@@ -317,8 +317,10 @@ import asyncio, sys
 from omninode_bridge.locks import LockClient, LockSettings
 async def main():
     async with LockClient.connect(sys.argv[1], settings=LockSettings(pool_min=1, pool_max=2), cleanup=False) as c:
-        print("waiting", flush=True)
-        lease = await c.acquire("a2", "w2", ttl=30, wait=10)
+        waiting = asyncio.create_task(c.acquire("a2", "w2", ttl=30, wait=10))
+        await asyncio.sleep(0.3)
+        print("waiting", c.listener.pid, flush=True)
+        lease = await waiting
         print("granted", lease.token, c.listener.notifications, flush=True)
 asyncio.run(main())
 """
@@ -340,13 +342,17 @@ async def test_clients_of_one_process_share_a_listener_and_grants_reach_only_the
             sys.executable, "-c", OTHER_PROCESS_WAITER, dsn, stdout=subprocess.PIPE
         )
         assert other.stdout is not None
-        assert (await asyncio.wait_for(other.stdout.readline(), 30)).startswith(b"waiting")
-        await asyncio.sleep(0.3)
+        waiting_line = (await asyncio.wait_for(other.stdout.readline(), 30)).split()
+        assert waiting_line[0] == b"waiting"
         assert one.listener is two.listener
-        listening = await admin_conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+        # the waiters' queue rows name the listening backends: one per process
+        listeners = await admin_conn.fetch(
+            "SELECT DISTINCT listener_pid FROM omninode_locks.waiters WHERE listener_pid IS NOT NULL"
         )
-        assert listening == 2, "one LISTEN connection in this process, one in the other"
+        assert {r["listener_pid"] for r in listeners} == {one.listener.pid, int(waiting_line[1])}
+        assert one.listener.pid != int(waiting_line[1]), (
+            "one LISTEN connection in this process, one in the other"
+        )
         await one.release(held[0])
         await one.release(held[2])
         await asyncio.wait_for(asyncio.gather(mine, also_mine), 5)

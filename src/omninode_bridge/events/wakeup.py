@@ -61,7 +61,13 @@ class OutboxWakeup:
                 return
             try:
                 await conn.execute(self._arm_sql)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+            except (
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                asyncpg.InternalClientError,
+            ) as err:
+                # also a connection terminated in the middle of this statement
                 emit_log_event(LogLevel.WARNING, "outbox wake-up not armed", {"error": type(err).__name__})
 
     def ticket(self) -> asyncio.Event:

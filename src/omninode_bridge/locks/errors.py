@@ -72,6 +72,11 @@ class LockDatabaseError(LockError):
     onex_code = EnumCoreErrorCode.DATABASE_CONNECTION_ERROR
 
 
+class PoolExhaustedError(LockDatabaseError):
+    """No pooled connection became free before the caller's deadline (not a database
+    failure: it is not retried and does not trip the circuit breaker)."""
+
+
 class UnauthorizedError(LockError):
     code = "UNAUTHORIZED"
     onex_code = EnumCoreErrorCode.AUTHENTICATION_ERROR

@@ -16,9 +16,9 @@ import asyncpg
 
 from omninode_bridge.locks.config import LockSettings
 from omninode_bridge.locks.errors import (
-    LockDatabaseError,
     LockNotFoundError,
     LockValidationError,
+    PoolExhaustedError,
     StaleTokenError,
 )
 from omninode_bridge.locks.models import Lease, LockInfo, LockMode, LockSummary, Waiter, check_name
@@ -82,7 +82,7 @@ class LockStore:
         try:
             return await pool.acquire(timeout=max(deadline - time.monotonic(), 0.001))
         except TimeoutError as err:  # not a database failure: no retry, no breaker
-            raise LockDatabaseError(
+            raise PoolExhaustedError(
                 f"no database connection free within the deadline (pool of {pool.get_max_size()})"
             ) from err
 

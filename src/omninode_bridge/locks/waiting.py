@@ -26,6 +26,7 @@ from omninode_bridge.locks.errors import (
     LockHeldByOtherError,
     LockTimeoutError,
     LockValidationError,
+    PoolExhaustedError,
 )
 from omninode_bridge.locks.listener import WaitSlot
 from omninode_bridge.locks.models import Lease
@@ -67,7 +68,12 @@ async def _wait(client: LockClient, req: AcquireRequest, slot: WaitSlot, deadlin
     while True:  # one pass per queue entry: again only if the database dropped it
         pid = await client.listener.ensure_started()  # the current listener, after any reconnect
         sent = slot.enqueued_at = time.monotonic()
-        row = await client.settled(client._call("acquire", *req.args(pid), deadline=deadline), undo=_nothing)
+        try:
+            row = await client.settled(
+                client._call("acquire", *req.args(pid), deadline=deadline), undo=_nothing
+            )
+        except PoolExhaustedError:  # the wait ran out before a connection was free: nothing sent
+            raise _timeout(req) from None
         if row["status"] == "granted":
             return Lease.from_record(row, sent)
         if row["status"] != "queued":
@@ -97,7 +103,11 @@ async def _give_up(client: LockClient, req: AcquireRequest) -> Lease:
     row = await client._call("cancel_wait", req.lease_id)
     if row["status"] == "granted":  # the grant raced the deadline: keep it
         return Lease.from_record(row, sent)
-    raise LockTimeoutError(
+    raise _timeout(req)
+
+
+def _timeout(req: AcquireRequest) -> LockTimeoutError:
+    return LockTimeoutError(
         f"timed out after {req.wait:g}s waiting for {req.name!r}", lock_name=req.name, wait=req.wait
     )
 
