@@ -29,6 +29,7 @@ from omninode_bridge.codegen.contract_builder import contract_hash
 from omninode_bridge.codegen.pipeline import render_node
 from omninode_bridge.codegen.refine import host_style, refine
 from omninode_bridge.codegen.render import Renderer, node_paths
+from omninode_bridge.codegen.spec import NodeAnswers
 from omninode_bridge.codegen.writer import RECORD_NAME, Staging, make_record, read_record
 from omninode_bridge.core import ModelOnexError
 
@@ -57,7 +58,7 @@ def merge3(ours: str, base: str, theirs: str) -> tuple[str, bool]:
 
 
 def _render_theirs(
-    answers: dict[str, Any], renderer: Renderer, node_dir: Path
+    answers: NodeAnswers, renderer: Renderer, node_dir: Path
 ) -> tuple[dict[str, str], dict[str, Any]]:
     contract, files, package_init = render_node(answers, renderer)
     package, vdir = node_paths(answers)

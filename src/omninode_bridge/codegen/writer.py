@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ def sha256(text: str) -> str:
 
 
 def make_record(
-    answers: dict[str, Any], template_version: str, contract_sha: str, files: dict[str, str]
+    answers: Mapping[str, Any], template_version: str, contract_sha: str, files: dict[str, str]
 ) -> str:
     """The record file: what ``update`` needs to re-render and 3-way merge (no timestamps)."""
     record = {
