@@ -24,8 +24,7 @@ import click
 from omninode_bridge.codegen.compliance import SKIP_DIRS, check_node_dir, contract_warnings, is_node_dir
 from omninode_bridge.codegen.manifests import manifest_problems
 from omninode_bridge.codegen.render import MARKER
-from omninode_bridge.codegen.update import has_markers
-from omninode_bridge.codegen.writer import read_record
+from omninode_bridge.codegen.writer import has_markers, read_record
 from omninode_bridge.core import ModelOnexError
 
 HAND_WRITTEN = "omninode-check: hand-written"

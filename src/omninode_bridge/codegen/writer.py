@@ -22,6 +22,16 @@ from omninode_bridge.codegen.render import MARKER
 from omninode_bridge.core import EnumCoreErrorCode, ModelOnexError
 
 RECORD_NAME = ".omninode-generate.json"
+# The markers `update --conflicts inline` writes around a conflicting region.
+CONFLICT_START = "<<<<<<< yours"
+CONFLICT_END = ">>>>>>> template"
+
+
+def has_markers(text: str | None) -> bool:
+    """Whether ``text`` still holds an unresolved conflict written by ``--conflicts inline``."""
+    return text is not None and any(
+        line.startswith((CONFLICT_START, CONFLICT_END)) for line in text.splitlines()
+    )
 
 
 def sha256(text: str) -> str:
