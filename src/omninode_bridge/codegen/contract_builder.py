@@ -57,7 +57,9 @@ def configuration(answers: NodeAnswers) -> dict[str, dict[str, Any]]:
     if answers["node_type"] == "effect":
         retry = "retry" in features
         items["max_retries"] = _item(3 if retry else 0, "int", "retries of failed backend calls", ", ge=0")
-        items["retry_backoff_ms"] = _item(50 if retry else 0, "int", "linear backoff step", ", ge=0")
+        items["retry_backoff_ms"] = _item(
+            50 if retry else 0, "int", "first retry delay; doubles per retry, with jitter", ", ge=0"
+        )
         ttl = 300.0 if "ttl" in features else None
         items["default_ttl_seconds"] = _item(ttl, "float | None", "TTL of stored values (null: none)", "")
         if any(kind_of("effect", op) in LOCK_KINDS for op in answers["operations"]):
@@ -183,7 +185,7 @@ def build_contract(answers: NodeAnswers, template_version: str) -> dict[str, Any
         }
     advanced: dict[str, Any] = {}
     if "retry" in features:
-        advanced["retry_policy"] = {"max_attempts": 4, "backoff_ms": 50, "strategy": "linear"}
+        advanced["retry_policy"] = {"max_attempts": 4, "backoff_ms": 50, "strategy": "exponential_jitter"}
     if "circuit_breaker" in features:
         advanced["circuit_breaker"] = {"failure_threshold": 5, "reset_timeout_seconds": 30}
     if advanced:
