@@ -71,7 +71,7 @@ def _corpus_accuracy() -> dict[str, object]:
     from omninode_bridge.codegen.prompt import parse_prompt
 
     summary: dict[str, object] = corpus.score(parse_prompt).summary()
-    summary["held_out"] = corpus.score(parse_prompt, corpus.HELD_OUT).summary()
+    summary["held_out"] = corpus.score(parse_prompt, corpus.HELD_OUT + corpus.HELD_OUT_2).summary()
     return summary
 
 

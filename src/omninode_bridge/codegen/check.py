@@ -24,7 +24,7 @@ import click
 from omninode_bridge.codegen.compliance import SKIP_DIRS, check_node_dir, contract_warnings, is_node_dir
 from omninode_bridge.codegen.manifests import manifest_problems
 from omninode_bridge.codegen.render import MARKER
-from omninode_bridge.codegen.writer import read_record
+from omninode_bridge.codegen.writer import has_markers, read_record
 from omninode_bridge.core import ModelOnexError
 
 HAND_WRITTEN = "omninode-check: hand-written"
@@ -102,10 +102,25 @@ class NodeReport:
     warnings: list[str] = field(default_factory=list)
 
 
+def conflict_problems(node_dir: Path) -> list[str]:
+    """Files still holding the markers an ``update --conflicts inline`` wrote."""
+    texts = [
+        p
+        for p in sorted(node_dir.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix in {*MARKED_SUFFIXES, ".j2", ".txt"}
+    ]
+    return [
+        f"update: unresolved conflict markers in {p.relative_to(node_dir)}"
+        for p in texts
+        if has_markers(p.read_text(encoding="utf-8", errors="replace"))
+    ]
+
+
 def check_node(node_dir: Path) -> NodeReport:
     """Marker (unless hand-written), compliance, contract and manifest checks of one folder."""
     hand_written = is_hand_written(node_dir)
     problems = [] if hand_written else marker_problems(node_dir)
+    problems += conflict_problems(node_dir)
     problems += check_node_dir(node_dir)
     found, skipped = manifest_problems(node_dir)
     return NodeReport(

@@ -12,6 +12,7 @@ from typing import Any
 
 from omninode_bridge import __version__
 from omninode_bridge.codegen.operations import LOCK_KINDS, kind_of, operation_specs
+from omninode_bridge.codegen.spec import NodeAnswers
 from omninode_bridge.core.contract import validate_contract
 
 TOPIC_PREFIX = "dev.omninode-bridge"
@@ -35,7 +36,7 @@ BACKEND_DESCRIPTIONS = {
 }
 
 
-def configuration(answers: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def configuration(answers: NodeAnswers) -> dict[str, dict[str, Any]]:
     """Configuration keys with defaults, descriptions and their Python typing."""
     features = set(answers["features"])
     items: dict[str, dict[str, Any]] = {
@@ -56,7 +57,9 @@ def configuration(answers: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if answers["node_type"] == "effect":
         retry = "retry" in features
         items["max_retries"] = _item(3 if retry else 0, "int", "retries of failed backend calls", ", ge=0")
-        items["retry_backoff_ms"] = _item(50 if retry else 0, "int", "linear backoff step", ", ge=0")
+        items["retry_backoff_ms"] = _item(
+            50 if retry else 0, "int", "first retry delay; doubles per retry, with jitter", ", ge=0"
+        )
         ttl = 300.0 if "ttl" in features else None
         items["default_ttl_seconds"] = _item(ttl, "float | None", "TTL of stored values (null: none)", "")
         if any(kind_of("effect", op) in LOCK_KINDS for op in answers["operations"]):
@@ -89,7 +92,7 @@ ADAPTER_SETTINGS: dict[str, list[tuple[str, Any, str, str]]] = {
 }
 
 
-def adapter_settings(answers: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def adapter_settings(answers: NodeAnswers) -> dict[str, dict[str, Any]]:
     """Connection settings for the adapters of the node's named backends."""
     items: dict[str, dict[str, Any]] = {}
     for backend in answers["backends"]:
@@ -108,7 +111,7 @@ def _item(default: Any, py_type: str, description: str, constraint: str) -> dict
     }
 
 
-def events(answers: dict[str, Any]) -> list[dict[str, str]]:
+def events(answers: NodeAnswers) -> list[dict[str, str]]:
     """Events the node produces: ``<op>_completed`` per operation plus ``operation_failed``."""
     domain = answers["entity"].replace("_", "-")
     names = [f"{op}_completed" for op in answers["operations"]] + ["operation_failed"]
@@ -119,7 +122,7 @@ def events(answers: dict[str, Any]) -> list[dict[str, str]]:
     return result
 
 
-def build_contract(answers: dict[str, Any], template_version: str) -> dict[str, Any]:
+def build_contract(answers: NodeAnswers, template_version: str) -> dict[str, Any]:
     """The contract dict for ``answers`` (validated against the shipped schema)."""
     node_type = answers["node_type"]
     specs = operation_specs(
@@ -182,7 +185,7 @@ def build_contract(answers: dict[str, Any], template_version: str) -> dict[str, 
         }
     advanced: dict[str, Any] = {}
     if "retry" in features:
-        advanced["retry_policy"] = {"max_attempts": 4, "backoff_ms": 50, "strategy": "linear"}
+        advanced["retry_policy"] = {"max_attempts": 4, "backoff_ms": 50, "strategy": "exponential_jitter"}
     if "circuit_breaker" in features:
         advanced["circuit_breaker"] = {"failure_threshold": 5, "reset_timeout_seconds": 30}
     if advanced:

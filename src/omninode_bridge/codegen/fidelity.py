@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 from omninode_bridge.codegen.lexicon import STOPWORDS
+from omninode_bridge.codegen.spec import NodeAnswers
 
 # Words that say a kind's generic implementation is what was asked for.
 REAL_CUES: dict[tuple[str, str], frozenset[str]] = {
@@ -134,7 +135,7 @@ def output_field(entity: str) -> dict[str, str]:
     return {"name": entity, "type": "float" if last in NUMERIC_NOUNS else "Any"}
 
 
-def fidelity_summary(answers: dict[str, Any], specs: list[dict[str, Any]], adapters: dict[str, str]) -> str:
+def fidelity_summary(answers: NodeAnswers, specs: list[dict[str, Any]], adapters: dict[str, str]) -> str:
     """One line: described operations, backends and features, which are real and which are left to you."""
     real = [s["name"] for s in specs if s["kind"] != "hand_edit"]
     hand = [s["name"] for s in specs if s["kind"] == "hand_edit"]

@@ -14,6 +14,7 @@ import yaml
 
 from omninode_bridge.codegen.lexicon import STOPWORDS
 from omninode_bridge.codegen.prompt_text import words
+from omninode_bridge.codegen.spec import NodeAnswers
 from omninode_bridge.core.contract import contract_operations
 
 MAX_FILES = 500
@@ -48,7 +49,7 @@ def similar_nodes(root: Path, description: str, limit: int = 3) -> list[dict[str
     return found[:limit]
 
 
-def apply_intelligence(answers: dict[str, Any], root: Path) -> dict[str, Any]:
+def apply_intelligence(answers: NodeAnswers, root: Path) -> NodeAnswers:
     """Add similar nodes to ``answers``; reuse the best match's operation verbs when close."""
     similar = similar_nodes(root, answers["description"])
     info: dict[str, Any] = {"similar": [{k: n[k] for k in ("name", "score")} for n in similar], "reused": []}

@@ -29,6 +29,7 @@ from omninode_bridge.codegen.prompt import DEFAULT_VERBS, check_name, parse_prom
 from omninode_bridge.codegen.prompt_text import bad_input, step_timeout_seconds
 from omninode_bridge.codegen.refine import host_style, refine
 from omninode_bridge.codegen.render import Renderer, adapter_plan, backend_families, build_context, node_paths
+from omninode_bridge.codegen.spec import NodeAnswers
 from omninode_bridge.codegen.validate import ValidationReport, validate
 from omninode_bridge.codegen.writer import (
     RECORD_NAME,
@@ -136,7 +137,7 @@ class _Timer:
                 self.progress(stage)
 
 
-def answers_from_contract(path: Path) -> dict[str, Any]:
+def answers_from_contract(path: Path) -> NodeAnswers:
     """Generator answers recovered from an ONEX contract, legacy forms included.
 
     The contract is normalised first (:mod:`.contract_compat`); each legacy form it had
@@ -167,7 +168,7 @@ def answers_from_contract(path: Path) -> dict[str, Any]:
     backends = list(dict.fromkeys([BACKENDS.get(b.lower(), b) for b in backends] + normalized.backends))
     targets = contract.get("performance_targets") or {}
     version = contract["version"]
-    return {
+    answers: NodeAnswers = {
         "description": " ".join(str(contract["description"]).split()),
         "name": name,
         "node_type": node_type,
@@ -184,11 +185,13 @@ def answers_from_contract(path: Path) -> dict[str, Any]:
         "version": f"{version['major']}.{version['minor']}.{version['patch']}",
         "source": "contract",
         "notes": [f"contract: {w}" for w in normalized.warnings],
-        **({"described_steps": normalized.steps} if normalized.steps else {}),
     }
+    if normalized.steps:
+        answers["described_steps"] = normalized.steps
+    return answers
 
 
-def _specs(answers: dict[str, Any]) -> list[dict[str, Any]]:
+def _specs(answers: NodeAnswers) -> list[dict[str, Any]]:
     return operation_specs(
         answers["node_type"],
         answers["operations"],
@@ -198,7 +201,7 @@ def _specs(answers: dict[str, Any]) -> list[dict[str, Any]]:
     )
 
 
-def ensure_real_operation(answers: dict[str, Any]) -> list[str]:
+def ensure_real_operation(answers: NodeAnswers) -> list[str]:
     """When every operation is a hand-edit point, add one the generator can write for real
     (an input check for compute, a per-group count for reducers), so the node runs."""
     node_type, entity = answers["node_type"], answers["entity"]
@@ -209,7 +212,7 @@ def ensure_real_operation(answers: dict[str, Any]) -> list[str]:
     return [f"every described operation is a hand-edit point; added {extra}, which is generated for real"]
 
 
-def fidelity_of(answers: dict[str, Any]) -> str:
+def fidelity_of(answers: NodeAnswers) -> str:
     """The quality report's fidelity line for ``answers``."""
     specs = _specs(answers)
     adapters, _ = adapter_plan(
@@ -227,9 +230,9 @@ def checked_operations(names: list[str]) -> list[str]:
     return ops
 
 
-def answers_from_prompt(opts: GenerateOptions) -> dict[str, Any]:
+def answers_from_prompt(opts: GenerateOptions) -> NodeAnswers:
     parsed = parse_prompt(opts.description, opts.node_type, opts.name)
-    return {
+    answers: NodeAnswers = {
         "description": parsed.description,
         "name": parsed.name,
         "node_type": parsed.node_type,
@@ -243,12 +246,14 @@ def answers_from_prompt(opts: GenerateOptions) -> dict[str, Any]:
         "source": "prompt",
         "classification": {"confidence": parsed.confidence, "scores": parsed.type_scores},
         "notes": parsed.notes,
-        **({"step_timeout_s": t} if (t := step_timeout_seconds(parsed.description)) else {}),
     }
+    if (timeout := step_timeout_seconds(parsed.description)) is not None:
+        answers["step_timeout_s"] = timeout
+    return answers
 
 
 def render_node(
-    answers: dict[str, Any], renderer: Renderer, timer: _Timer | None = None
+    answers: NodeAnswers, renderer: Renderer, timer: _Timer | None = None
 ) -> tuple[dict[str, Any], dict[str, str], str]:
     """Stages 3, 4, 5 and 9: contract, then every file's content (unrefined)."""
     with _maybe(timer, 3):
@@ -387,7 +392,7 @@ def generate(opts: GenerateOptions, progress: Progress | None = None) -> Generat
     return result
 
 
-def _event_summary(result: GenerationResult, answers: dict[str, Any]) -> dict[str, Any]:
+def _event_summary(result: GenerationResult, answers: NodeAnswers) -> dict[str, Any]:
     """The original ``NODE_GENERATION_COMPLETED`` fields (plus stage times) for this run."""
     intelligence = answers.get("intelligence") or {}
     quality = result.quality

@@ -29,7 +29,16 @@ from omninode_bridge.codegen.contract_builder import contract_hash
 from omninode_bridge.codegen.pipeline import render_node
 from omninode_bridge.codegen.refine import host_style, refine
 from omninode_bridge.codegen.render import Renderer, node_paths
-from omninode_bridge.codegen.writer import RECORD_NAME, Staging, make_record, read_record
+from omninode_bridge.codegen.spec import NodeAnswers
+from omninode_bridge.codegen.writer import (
+    CONFLICT_END,
+    CONFLICT_START,
+    RECORD_NAME,
+    Staging,
+    has_markers,
+    make_record,
+    read_record,
+)
 from omninode_bridge.core import ModelOnexError
 
 
@@ -57,7 +66,7 @@ def merge3(ours: str, base: str, theirs: str) -> tuple[str, bool]:
 
 
 def _render_theirs(
-    answers: dict[str, Any], renderer: Renderer, node_dir: Path
+    answers: NodeAnswers, renderer: Renderer, node_dir: Path
 ) -> tuple[dict[str, str], dict[str, Any]]:
     contract, files, package_init = render_node(answers, renderer)
     package, vdir = node_paths(answers)
@@ -74,16 +83,7 @@ def _on_disk(node_dir: Path, names: set[str]) -> dict[str, str]:
     return {rel: (node_dir / rel).read_text(encoding="utf-8") for rel in names if (node_dir / rel).is_file()}
 
 
-CONFLICT_START = "<<<<<<< yours"
-CONFLICT_END = ">>>>>>> template"
 HUNK_CONTEXT = 2
-
-
-def has_markers(text: str | None) -> bool:
-    """Whether ``text`` still holds an unresolved conflict written by ``--conflicts inline``."""
-    return text is not None and any(
-        line.startswith((CONFLICT_START, CONFLICT_END)) for line in text.splitlines()
-    )
 
 
 def conflict_hunks(merged: str, context: int = HUNK_CONTEXT) -> str:

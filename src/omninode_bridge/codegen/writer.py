@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,16 @@ from omninode_bridge.codegen.render import MARKER
 from omninode_bridge.core import EnumCoreErrorCode, ModelOnexError
 
 RECORD_NAME = ".omninode-generate.json"
+# The markers `update --conflicts inline` writes around a conflicting region.
+CONFLICT_START = "<<<<<<< yours"
+CONFLICT_END = ">>>>>>> template"
+
+
+def has_markers(text: str | None) -> bool:
+    """Whether ``text`` still holds an unresolved conflict written by ``--conflicts inline``."""
+    return text is not None and any(
+        line.startswith((CONFLICT_START, CONFLICT_END)) for line in text.splitlines()
+    )
 
 
 def sha256(text: str) -> str:
@@ -28,7 +39,7 @@ def sha256(text: str) -> str:
 
 
 def make_record(
-    answers: dict[str, Any], template_version: str, contract_sha: str, files: dict[str, str]
+    answers: Mapping[str, Any], template_version: str, contract_sha: str, files: dict[str, str]
 ) -> str:
     """The record file: what ``update`` needs to re-render and 3-way merge (no timestamps)."""
     record = {

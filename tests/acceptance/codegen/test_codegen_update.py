@@ -146,9 +146,12 @@ def test_inline_conflicts_then_resolution_is_accepted_by_the_next_update(
     assert "resolve them, then run update again" in err
     record = json.loads((node_dir / ".omninode-generate.json").read_text(encoding="utf-8"))
     assert record["template_version"] == "1.4.0"  # the new render is the base from now on
-    # Unresolved markers stop the next update.
+    # Unresolved markers stop the next update, and omninode-check reports them.
     code, out, _ = run_update(args, capsys)
     assert code == 1 and "unresolved conflict markers" in out
+    from omninode_bridge.codegen.check import check_paths
+
+    assert "update: unresolved conflict markers in node.py" in check_paths([node_dir])[str(node_dir)]
     # The user resolves: keeps their docstring.
     lines, keep = [], True
     for line in text.splitlines(keepends=True):
@@ -168,6 +171,7 @@ def test_inline_conflicts_then_resolution_is_accepted_by_the_next_update(
     assert code == 0, out + err
     assert mine in node_py.read_text(encoding="utf-8")
     assert "kept (hand edits)" in out
+    assert check_paths([node_dir]) == {str(node_dir): []}
 
 
 def test_answers_are_shown_and_changed_then_applied_by_update(

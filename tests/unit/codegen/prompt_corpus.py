@@ -298,6 +298,75 @@ HELD_OUT: list[Case] = [
     ),
 ]
 
+# A second held-out set, written after all parser work was done; never tuned on either.
+HELD_OUT_2: list[Case] = [
+    Case(
+        "Looks up product prices in our postgres catalog and caches the hot ones in redis",
+        "effect",
+        ("NodeProductPriceEffect", "NodeProductEffect"),
+        ("lookup|get|read|find", "store|put|save|cache"),
+        ("postgres", "redis"),
+    ),
+    Case(
+        "emails a weekly digest to every subscriber through SMTP",
+        "effect",
+        ("NodeWeeklyDigestEffect", "NodeDigestEffect"),
+        ("send",),
+        ("smtp",),
+    ),
+    Case(
+        "Counts API requests per tenant per hour so we can bill overages",
+        "reducer",
+        ("NodeApiRequestReducer", "NodeRequestReducer"),
+        ("count",),
+    ),
+    Case(
+        "Converts currency amounts between EUR, USD and GBP using yesterday's rates",
+        "compute",
+        ("NodeCurrencyAmountCompute", "NodeCurrencyCompute"),
+        ("convert",),
+    ),
+    Case(
+        "Refund workflow: check eligibility, then refund the card, then notify the customer; roll back on error",
+        "orchestrator",
+        ("NodeRefundOrchestrator",),
+        ("run",),
+    ),
+    Case(
+        "Reads sensor readings from a kafka topic and stores the latest value per device in mongodb",
+        "effect",
+        ("NodeSensorReadingEffect",),
+        ("read|consume|get", "store|save|write"),
+        ("kafka", "mongodb"),
+    ),
+    Case(
+        "Validates shipping addresses and reports missing required fields",
+        "compute",
+        ("NodeShippingAddressCompute",),
+        ("validate",),
+    ),
+    Case(
+        "Keep per-region totals of completed orders",
+        "reducer",
+        ("NodeCompletedOrderReducer", "NodeOrderReducer", "NodePerRegionTotalReducer"),
+        ("aggregate|sum",),
+    ),
+    Case(
+        "Deletes expired password reset tokens from postgres every hour",
+        "effect",
+        ("NodePasswordResetTokenEffect", "NodeExpiredPasswordResetTokenEffect"),
+        ("delete|purge|cleanup",),
+        ("postgres",),
+    ),
+    Case(
+        "we need a thing that uploads build artifacts to s3 and lists them per branch",
+        "effect",
+        ("NodeBuildArtifactEffect",),
+        ("upload", "list"),
+        ("s3",),
+    ),
+]
+
 # Text that is not a description of a node: refused with exit 2 and one line.
 NOT_DESCRIPTIONS: list[str] = [
     "hello there, how are you doing today?",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from prompt_corpus import CORPUS, HELD_OUT, NOT_DESCRIPTIONS, score
+from prompt_corpus import CORPUS, HELD_OUT, HELD_OUT_2, NOT_DESCRIPTIONS, score
 
 from omninode_bridge.codegen.prompt import parse_prompt
 from omninode_bridge.core import EnumCoreErrorCode, ModelOnexError
@@ -25,7 +25,7 @@ def test_corpus_accuracy() -> None:
 
 def test_held_out_accuracy_is_reported() -> None:
     """Never tuned on: the floor only guards against a collapse, the print is the estimate."""
-    result = score(parse_prompt, HELD_OUT)
+    result = score(parse_prompt, HELD_OUT + HELD_OUT_2)
     print(f"held out: {result.summary()}")
     print("\n".join(result.misses))
     assert result.type_ok / result.n >= 0.6
