@@ -467,8 +467,10 @@ BEGIN
     END IF;
     IF v_waiting > 0 THEN
         PERFORM __schema__._promote(v_name);
+        PERFORM __schema__._lazy_commit();  -- durable only if the lock was handed on
+    ELSIF p_lazy THEN
+        PERFORM set_config('synchronous_commit', 'off', true);  -- nothing granted
     END IF;
-    PERFORM __schema__._lazy_commit();  -- durable only if the lock was handed on
     RETURN __schema__._result('released', l, NULL, NULL);
 END
 $$;
