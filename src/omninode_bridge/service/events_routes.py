@@ -4,7 +4,7 @@
 outbox id ``ID`` in id order, waiting up to ``S`` s (woken by the committing
 transaction's NOTIFY) when there are none yet; ``next_after`` is the cursor of the next
 call. ``GET /v1/events/stream`` (or ``/v1/events`` with ``Accept: text/event-stream``)
-is the same as server-sent events: ``id:`` is the outbox id, so a reconnecting
+is the same as server-sent events (``data:`` the event, ``id:`` its outbox id), so a reconnecting
 ``EventSource`` resumes after the last event it saw (``Last-Event-ID``). Without a
 cursor both start at the oldest event kept. Resuming never skips an event (see
 :mod:`omninode_bridge.events.feed`); an event is an
@@ -18,12 +18,14 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from omninode_bridge.core.logging import LogLevel, emit_log_event
 from omninode_bridge.events import EventFeed
-from omninode_bridge.locks.errors import LockValidationError
+from omninode_bridge.locks.errors import LockError, LockValidationError
 from omninode_bridge.service.schemas import ErrorOut
 
 router = APIRouter(prefix="/v1", tags=["events"])
@@ -31,6 +33,7 @@ router = APIRouter(prefix="/v1", tags=["events"])
 _ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorOut} for s in (401, 403, 422, 503)}
 MAX_WAIT = 60.0
 SSE_MEDIA = "text/event-stream"
+RETRY_MS = 1000  # how soon an EventSource reconnects after the stream ends
 _SSE_DOC: dict[int | str, dict[str, Any]] = {
     200: {"content": {SSE_MEDIA: {"schema": {"type": "string"}}}, "description": "Server-sent events"}
 }
@@ -101,14 +104,22 @@ async def _follow_or_abandon(request: Request, feed: EventFeed, after: int, wait
 
 
 def _sse(feed: EventFeed, after: int, limit: int, lock: str | None, heartbeat: float) -> StreamingResponse:
+    """Unnamed events (one ``onmessage`` handler sees them all; ``event_type`` is in the
+    data), ``id:`` = outbox id. If the database fails mid-stream the stream ends with a
+    comment saying so, and the client reconnects (``retry:``) after its last id."""
+
     async def lines() -> AsyncIterator[str]:
-        yield "retry: 1000\n: connected\n\n"
-        async for envelope in feed.stream(after, limit, lock, heartbeat=heartbeat):
-            if envelope is None:
-                yield ": keep-alive\n\n"
-            else:
-                data = json.dumps(envelope, sort_keys=True, separators=(",", ":"), default=str)
-                yield f"id: {envelope['id']}\nevent: {envelope['event_type']}\ndata: {data}\n\n"
+        yield f"retry: {RETRY_MS}\n: connected\n\n"
+        try:
+            async for envelope in feed.stream(after, limit, lock, heartbeat=heartbeat):
+                if envelope is None:
+                    yield ": keep-alive\n\n"
+                else:
+                    data = json.dumps(envelope, sort_keys=True, separators=(",", ":"), default=str)
+                    yield f"id: {envelope['id']}\ndata: {data}\n\n"
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, LockError) as err:
+            emit_log_event(LogLevel.WARNING, "event stream ended", {"error": type(err).__name__})
+            yield f": database unavailable ({type(err).__name__}); reconnect after the last id\n\n"
 
     return StreamingResponse(
         lines(), media_type=SSE_MEDIA, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}

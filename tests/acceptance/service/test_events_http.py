@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from events_helpers import dashboard_snapshot, take_and_release
 from svc_helpers import SCHEMA, Service
 
 pytestmark = pytest.mark.integration
@@ -42,16 +43,6 @@ async def last_id(dsn: str) -> int:
         return int(await conn.fetchval(f"SELECT coalesce(max(id), 0) FROM {SCHEMA}.events"))
     finally:
         await conn.close()
-
-
-async def take_and_release(http: httpx.AsyncClient, name: str, owner: str = "w") -> str:
-    """One acquire and one release through the API; returns the lease id."""
-    resp = await http.post(f"/v1/locks/{name}/acquire", json={"owner_id": owner, "ttl": 30})
-    assert resp.status_code == 200, resp.text
-    lease_id: str = resp.json()["lease_id"]
-    resp = await http.post(f"/v1/locks/{name}/release", json={"lease_id": lease_id})
-    assert resp.status_code == 200, resp.text
-    return lease_id
 
 
 def assert_error(resp: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -143,9 +134,9 @@ async def test_long_poll_wakes_within_milliseconds_of_the_commit(
           (("after_commit", after_commit), ("after_send", after_send), ("acquire", acquire_took))}  # fmt: skip
     with capsys.disabled():
         print(f"\n  long-poll answered, ms after the acquire's answer (commit): median "
-              f"{statistics.median(ms['after_commit'])}, max {max(ms['after_commit'])}; after the acquire "
-              f"was sent: median {statistics.median(ms['after_send'])}, max {max(ms['after_send'])}; "
-              f"the acquire took median {statistics.median(ms['acquire'])}")  # fmt: skip
+              f"{statistics.median(ms['after_commit']):.1f}, max {max(ms['after_commit'])}; after the acquire "
+              f"was sent: median {statistics.median(ms['after_send']):.1f}, max {max(ms['after_send'])}; "
+              f"the acquire took median {statistics.median(ms['acquire']):.1f}")  # fmt: skip
     assert statistics.median(after_commit) < 0.05, ms
     assert max(after_send) < 1.0, ms  # a 30 s wait: woken by the commit, not by a timer
 
@@ -195,7 +186,7 @@ async def test_sse_delivers_and_resumes_with_last_event_id(http: httpx.AsyncClie
             await take_and_release(http, f"sse:{i}")
         first = await Sse(resp).events(4)
     assert [e["data"]["event_type"] for e in first] == ["lock_acquired", "lock_released"] * 2
-    assert all(e["event"] == e["data"]["event_type"] and e["id"] == e["data"]["id"] for e in first)
+    assert all(e["event"] is None and e["id"] == e["data"]["id"] for e in first), "unnamed: onmessage"
     # disconnected after 4 of 6; more commits meanwhile; reconnect as an EventSource does
     await take_and_release(http, "sse:3")
     headers = {"Last-Event-ID": str(first[-1]["id"])}
@@ -265,6 +256,9 @@ async def test_without_kafka_no_relay_in_health_and_no_outbox_gauges(http: httpx
     assert "distributed_lock_active_locks" in text
     for absent in ("distributed_lock_outbox_backlog", "distributed_lock_relay_lag_seconds", "relay_up"):
         assert absent not in text, "no relay: the backlog would only grow, so it is not exported"
+    snapshot = await dashboard_snapshot(http)
+    assert snapshot["relay"] is None, "no relay tile on the dashboard"
+    assert any(e["lock"] == "norelay" and e["type"] == "lock_released" for e in snapshot["events"])
 
 
 async def test_outbox_gauges_once_an_external_relay_registered(

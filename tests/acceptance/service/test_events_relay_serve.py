@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from events_helpers import dashboard_snapshot, take_and_release
 from prometheus_client.parser import text_string_to_metric_families
 from svc_helpers import SCHEMA, Service
 
@@ -24,14 +25,6 @@ from relay_helpers import Broker, broker, consume, prefix, wait_until
 
 pytestmark = pytest.mark.integration
 __all__ = ["broker", "prefix"]  # fixtures
-
-
-async def take_and_release(http: httpx.AsyncClient, name: str) -> str:
-    resp = await http.post(f"/v1/locks/{name}/acquire", json={"owner_id": "relay-test", "ttl": 30})
-    assert resp.status_code == 200, resp.text
-    lease_id: str = resp.json()["lease_id"]
-    assert (await http.post(f"/v1/locks/{name}/release", json={"lease_id": lease_id})).status_code == 200
-    return lease_id
 
 
 async def outbox(dsn: str) -> list[dict[str, Any]]:
@@ -107,6 +100,8 @@ async def test_serve_with_kafka_relays_and_degrades_while_the_broker_is_stopped(
             assert metrics["distributed_lock_outbox_backlog"] == 0
             assert metrics["distributed_lock_relay_lag_seconds"] == 0
             assert metrics["distributed_lock_relay_up"] == 1
+            relay_tile = (await dashboard_snapshot(http))["relay"]
+            assert (relay_tile["state"], relay_tile["backlog"]) == ("ok", 0)
             await check_delivered(broker, prefix, dsn, leases)
 
             broker.pause()
@@ -123,6 +118,8 @@ async def test_serve_with_kafka_relays_and_degrades_while_the_broker_is_stopped(
                 assert metrics["distributed_lock_outbox_backlog"] >= 20
                 assert metrics["distributed_lock_relay_lag_seconds"] > 0
                 assert metrics["distributed_lock_relay_up"] == 0
+                relay_tile = (await dashboard_snapshot(http))["relay"]
+                assert relay_tile["state"] == "degraded" and relay_tile["backlog"] >= 20
             finally:
                 broker.resume()
             await wait_until(lambda: relay_is("ok", backlog=0), seconds=60)
