@@ -166,3 +166,43 @@ async def test_serve_stops_promptly_with_the_broker_stopped(dsn: str, broker: Br
         await svc.stop()
     rows = await outbox(dsn)
     assert len(rows) == 2 and all(r["relayed_at"] is None for r in rows), "not acknowledged: not marked"
+
+
+async def test_dashboard_shows_the_relay_backlog_in_a_browser(dsn: str, broker: Broker, prefix: str) -> None:
+    from test_dashboard_browser import CHROMIUM, HAVE_CHROMIUM
+
+    if not HAVE_CHROMIUM:
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    from playwright.async_api import async_playwright
+
+    svc = Service(dsn, OMNINODE_KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, OMNINODE_KAFKA_TOPIC_PREFIX=prefix)
+    await svc.start()
+    try:
+        async with async_playwright() as pw, httpx.AsyncClient(base_url=svc.url, timeout=30) as http:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = await browser.new_page()
+            await page.goto(svc.url + "/")
+            tile = page.locator("#relay-tile")
+            await tile.wait_for(state="visible", timeout=15_000)
+            await take_and_release(http, "tile")
+            await page.wait_for_function(
+                "document.querySelector('#t-relay').textContent.startsWith('0 backlog')"
+                " && document.querySelector('#t-relay').textContent.endsWith(' ok')",
+                timeout=15_000,
+            )
+            broker.pause()
+            try:
+                for i in range(5):
+                    await take_and_release(http, f"tile:{i}")
+                await page.wait_for_function(
+                    "/^([1-9][0-9]*) backlog .* degraded$/.test(document.querySelector('#t-relay').textContent)",
+                    timeout=30_000,
+                )
+            finally:
+                broker.resume()
+            await page.wait_for_function(
+                "document.querySelector('#t-relay').textContent.startsWith('0 backlog')", timeout=60_000
+            )
+            await browser.close()
+    finally:
+        await svc.stop()
