@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,7 @@ from omninode_bridge.events import EventFeed, Relay, close_feed, feed_for, open_
 from omninode_bridge.events.queries import load_event_queries
 from omninode_bridge.locks.client import LockClient
 from omninode_bridge.locks.config import LockSettings
-from omninode_bridge.locks.errors import LockDatabaseError
+from omninode_bridge.locks.errors import LockDatabaseError, LockValidationError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -65,6 +66,7 @@ class RelayRunner:
 
     async def _run(self) -> None:
         locks = await self._client()
+        failed: str | None = None
         while not self._stop.is_set():
             try:
                 async with open_relay(self._settings, pool=locks.pool, dsn=locks.dsn) as relay:
@@ -75,9 +77,9 @@ class RelayRunner:
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # e.g. the LISTEN connection cannot open: try again
-                emit_log_event(
-                    LogLevel.WARNING, "event relay failed; restarting", {"error": type(err).__name__}
-                )
+                if failed != type(err).__name__:  # once per kind of failure, not every second
+                    failed = type(err).__name__
+                    emit_log_event(LogLevel.WARNING, "event relay failed; restarting", {"error": failed})
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), RESTART_DELAY)
 
@@ -85,22 +87,32 @@ class RelayRunner:
         return "starting" if self.relay is None else self.relay.status().state
 
     async def close(self) -> None:
+        """Stop between rounds; else cancel the round in flight (it rolls back: its events
+        are sent again later, same event_id); else give up on its clean-up too."""
         self._stop.set()
         task, self._task = self._task, None
         if task is None:
             return
-        try:
-            await asyncio.wait_for(asyncio.shield(task), STOP_TIMEOUT)
-        except TimeoutError:  # a round waiting on the broker: it rolls back, sent again later
+        for _ in range(2):
+            done, _pending = await asyncio.wait({task}, timeout=STOP_TIMEOUT)
+            if done:
+                break
             task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            emit_log_event(LogLevel.WARNING, "event relay ended with an error",
+                           {"error": type(task.exception()).__name__})  # fmt: skip
 
 
 class EventsRuntime:
     """The feed and the optional relay of one service process (``app.state.events``)."""
 
     def __init__(self, app: FastAPI, settings: LockSettings) -> None:
+        if settings.kafka_bootstrap_servers and importlib.util.find_spec("aiokafka") is None:
+            raise LockValidationError(
+                "OMNINODE_KAFKA_BOOTSTRAP_SERVERS is set but aiokafka is not installed: "
+                "pip install 'omninode-bridge[kafka]'",
+                field="kafka_bootstrap_servers",
+            )
         self._app = app
         self._settings = settings
         self._feed: EventFeed | None = None
