@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
@@ -64,20 +64,17 @@ def _lock_filter(lock: str | None) -> str | None:
     return lock
 
 
-def _resume_point(request: Request, after: int) -> int:
+def _resume_point(after: int, last_event_id: int | None) -> int:
     """``Last-Event-ID`` (sent by a reconnecting EventSource) wins over ``after``."""
-    header = request.headers.get("last-event-id")
-    if header is None or not header.strip():
-        return after
-    try:
-        value = int(header.strip())
-    except ValueError:
-        raise LockValidationError(
-            "Last-Event-ID must be an outbox id (an integer >= 0)", field="Last-Event-ID"
-        ) from None
-    if value < 0:
-        raise LockValidationError("Last-Event-ID must be >= 0", field="Last-Event-ID")
-    return value
+    return after if last_event_id is None else last_event_id
+
+
+_LAST_EVENT_ID = Header(
+    default=None,
+    ge=0,
+    alias="Last-Event-ID",
+    description="SSE: resume after this outbox id (wins over `after`).",
+)
 
 
 async def _until_disconnect(request: Request) -> None:
@@ -149,11 +146,12 @@ async def list_events(
         default=None, min_length=1, max_length=255, description="Only this lock's events."
     ),
     heartbeat: float = Query(default=15.0, ge=0.5, le=MAX_WAIT, description="SSE only: keep-alive period."),
+    last_event_id: int | None = _LAST_EVENT_ID,
 ) -> Any:
     feed = await _feed(request)
     lock = _lock_filter(lock)
     if SSE_MEDIA in request.headers.get("accept", ""):
-        return _sse(feed, _resume_point(request, after), limit, lock, heartbeat)
+        return _sse(feed, _resume_point(after, last_event_id), limit, lock, heartbeat)
     events = await _follow_or_abandon(request, feed, after, wait, limit, lock)
     return {"events": events, "next_after": events[-1]["id"] if events else after}
 
@@ -172,6 +170,7 @@ async def stream_events(
         default=None, min_length=1, max_length=255, description="Only this lock's events."
     ),
     heartbeat: float = Query(default=15.0, ge=0.5, le=MAX_WAIT, description="Keep-alive comment period (s)."),
+    last_event_id: int | None = _LAST_EVENT_ID,
 ) -> StreamingResponse:
     feed = await _feed(request)
-    return _sse(feed, _resume_point(request, after), limit, _lock_filter(lock), heartbeat)
+    return _sse(feed, _resume_point(after, last_event_id), limit, _lock_filter(lock), heartbeat)

@@ -241,10 +241,12 @@ async def test_bad_parameters_are_422(http: httpx.AsyncClient, params: dict[str,
 
 
 async def test_bad_last_event_id_is_422(http: httpx.AsyncClient) -> None:
-    for value in ("abc", "-3"):
+    for value in ("abc", "-3", "1.5"):
         resp = await http.get("/v1/events/stream", headers={"Last-Event-ID": value})
         body = assert_error(resp, 422, "VALIDATION_ERROR")
         assert "Last-Event-ID" in body["error_message"]
+        headers = {"Last-Event-ID": value, "Accept": "text/event-stream"}
+        assert_error(await http.get("/v1/events", headers=headers), 422, "VALIDATION_ERROR")
 
 
 async def test_without_kafka_no_relay_in_health_and_no_outbox_gauges(http: httpx.AsyncClient) -> None:
@@ -285,6 +287,8 @@ async def test_openapi_documents_the_event_routes(http: httpx.AsyncClient) -> No
     paths = (await http.get("/openapi.json")).json()["paths"]
     names = {p["name"] for p in paths["/v1/events"]["get"]["parameters"]}
     assert {"after", "wait", "limit", "lock"} <= names
+    stream_params = {(p["name"], p["in"]) for p in paths["/v1/events/stream"]["get"]["parameters"]}
+    assert {("after", "query"), ("Last-Event-ID", "header")} <= stream_params
     assert "text/event-stream" in paths["/v1/events/stream"]["get"]["responses"]["200"]["content"]
 
 
