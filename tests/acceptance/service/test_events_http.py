@@ -15,6 +15,7 @@ import asyncpg
 import httpx
 import pytest
 from events_helpers import dashboard_snapshot, take_and_release
+from proxy import CuttableProxy
 from svc_helpers import SCHEMA, Service
 
 pytestmark = pytest.mark.integration
@@ -311,3 +312,43 @@ async def test_tokens_are_required_when_configured(module_dsn: str) -> None:
                 assert (await Sse(resp).next()) == {"comment": "connected"}
     finally:
         await svc.stop()
+
+
+async def test_database_outage_ends_the_stream_and_a_resume_after_it_has_no_gap(module_dsn: str) -> None:
+    start = await last_id(module_dsn)
+    proxy = await CuttableProxy(module_dsn).start()
+    svc = await Service(proxy.dsn).start()
+    try:
+        async with httpx.AsyncClient(base_url=svc.url, timeout=30) as http:
+            await take_and_release(http, "outage:before")
+            async with http.stream(
+                "GET", "/v1/events/stream", params={"after": start, "heartbeat": 1}
+            ) as resp:
+                sse = Sse(resp)
+                before = await sse.events(2)
+                proxy.cut()
+                tail: list[dict[str, Any]] = []
+                with pytest.raises(StopAsyncIteration):  # the server ends the stream
+                    while len(tail) < 100:
+                        tail.append(await sse.next(10))
+            assert [t.get("comment", "") for t in tail][-1].startswith("database unavailable"), tail
+            assert_error(await http.get("/v1/events", params={"after": start}), 503, "DATABASE_ERROR")
+            proxy.heal()
+            await wait_for_health(http)
+            await take_and_release(http, "outage:after")
+            resume = {"Last-Event-ID": str(before[-1]["id"])}
+            async with http.stream("GET", "/v1/events/stream", headers=resume) as resp:
+                after = await Sse(resp).events(2)
+    finally:
+        await svc.stop()
+        await proxy.close()
+    rows = await outbox_rows(module_dsn, start)
+    assert [e["id"] for e in before + after] == [r["id"] for r in rows]
+    assert [r["lock_name"] for r in rows] == ["outage:before"] * 2 + ["outage:after"] * 2
+
+
+async def wait_for_health(http: httpx.AsyncClient, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while (await http.get("/health")).status_code != 200:
+        assert time.monotonic() < deadline, "the service did not recover"
+        await asyncio.sleep(0.2)
