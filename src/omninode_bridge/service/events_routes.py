@@ -14,6 +14,7 @@ cursor both start at the oldest event kept. Resuming never skips an event (see
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -93,10 +94,12 @@ async def _follow_or_abandon(request: Request, feed: EventFeed, after: int, wait
         await asyncio.wait((following, watching), return_when=asyncio.FIRST_COMPLETED)
     finally:
         watching.cancel()
-        if not following.done():
+        if not following.done():  # the caller left (or this request is being cancelled)
             following.cancel()
-    if following.cancelled():
-        return []
+    if not following.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
+        return []  # nobody is there to read an answer
     return following.result()
 
 

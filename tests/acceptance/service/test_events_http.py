@@ -352,3 +352,17 @@ async def wait_for_health(http: httpx.AsyncClient, seconds: float = 20) -> None:
     while (await http.get("/health")).status_code != 200:
         assert time.monotonic() < deadline, "the service did not recover"
         await asyncio.sleep(0.2)
+
+
+async def test_a_hung_up_long_poll_is_abandoned_quietly(service: Service, module_dsn: str) -> None:
+    after = await last_id(module_dsn)
+    async with httpx.AsyncClient(base_url=service.url, timeout=0.3) as quitter:
+        with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes its connection
+            await quitter.get("/v1/events", params={"after": after, "wait": 30})
+    async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
+        await asyncio.sleep(0.5)  # the server notices the hang-up and cancels the wait
+        await take_and_release(http, "after-hangup")
+        page = (await http.get("/v1/events", params={"after": after})).json()
+    assert [e["lock_name"] for e in page["events"]] == ["after-hangup"] * 2
+    log = service.output()
+    assert "unhandled error" not in log and "Traceback" not in log, log[-2000:]
