@@ -117,6 +117,11 @@ class LockClient(LockStore):
         self._cleanup_task: asyncio.Task[None] | None = None
         self._closed = False
 
+    @property
+    def dsn(self) -> str:
+        """The DSN the pool connected with (for a LISTEN connection beside it, e.g. the event feed)."""
+        return self._dsn
+
     # -- life cycle ---------------------------------------------------------------
 
     @classmethod

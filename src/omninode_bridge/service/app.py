@@ -21,11 +21,12 @@ from omninode_bridge.core.logging import LogLevel, emit_log_event
 from omninode_bridge.locks.client import LockClient
 from omninode_bridge.locks.config import LockSettings
 from omninode_bridge.locks.errors import LockDatabaseError, LockError
-from omninode_bridge.service import dashboard, routes
+from omninode_bridge.service import dashboard, events_routes, routes
 from omninode_bridge.service.auth import TokenAuth
 from omninode_bridge.service.errors import install_error_handlers
 from omninode_bridge.service.limits import BodyLimit
 from omninode_bridge.service.metrics import ServiceMetrics
+from omninode_bridge.service.relay_runner import EventsRuntime
 
 HEALTH_TIMEOUT = 3.0
 
@@ -96,9 +97,11 @@ def create_app(settings: LockSettings | None = None) -> FastAPI:
         if connecting.done() and connecting.exception() is not None:
             raise connecting.exception()  # type: ignore[misc]
         cleaner = asyncio.get_running_loop().create_task(_cleanup_loop(app, cfg.cleanup_interval))
+        app.state.events.start()  # the outbox relay, when Kafka is configured (issue 8)
         try:
             yield
         finally:
+            await app.state.events.close()  # before the client's pool closes
             for task in (cleaner, connecting):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -120,11 +123,12 @@ def create_app(settings: LockSettings | None = None) -> FastAPI:
     app.state.auth = TokenAuth(cfg.token_values("client"), cfg.token_values("admin"))
     app.state.changed = asyncio.Event()
     app.state.dashboard = dashboard.Broadcaster(app)
+    app.state.events = EventsRuntime(app, cfg)
+    app.state.events.gauges.register(app.state.metrics.registry)
     install_error_handlers(app)
     app.add_middleware(BodyLimit)
     app.include_router(routes.router)
-    # GET /v1/events?after=ID&wait=S (the outbox relay's read side, issue 8) is
-    # mounted here as its own router: app.include_router(events_routes.router).
+    app.include_router(events_routes.router)  # GET /v1/events (long poll, SSE): issue 8
     app.include_router(dashboard.router)
 
     @app.get("/health", summary="Liveness and database reachability")
@@ -137,10 +141,16 @@ def create_app(settings: LockSettings | None = None) -> FastAPI:
                 reason = f"{reason}: {err.details['reason']}"
             body: dict[str, Any] = {"status": "unhealthy", "postgres": "unreachable", "reason": reason}
             return JSONResponse(body, status_code=503)
-        return JSONResponse({"status": "healthy", "postgres": "connected", "locks": counts["active_locks"]})
+        healthy: dict[str, Any] = {"status": "healthy", "postgres": "connected"}
+        healthy["locks"] = counts["active_locks"]
+        relay = await request.app.state.events.relay_health()  # None: no Kafka, no relay here
+        if relay is not None:  # a broker outage degrades the service but locks still work: 200
+            healthy.update(relay=relay, status="degraded" if relay["state"] != "ok" else "healthy")
+        return JSONResponse(healthy)
 
     @app.get("/metrics", summary="Prometheus text format")
     async def metrics(request: Request) -> Response:
+        await request.app.state.events.refresh_gauges()  # outbox backlog, relay lag
         text = await request.app.state.metrics.render(request.app.state.locks)  # None: still connecting
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 

@@ -85,6 +85,7 @@ class Broadcaster:
             "locks": held["locks"],
             "events": events,
             "acquires": state.metrics.acquire_rate(),
+            "relay": await state.events.relay_health(),  # backlog and lag; None: no relay here
             "instance": {
                 "pool_size": locks.pool.get_size(),
                 "pool_idle": locks.pool.get_idle_size(),
