@@ -6,13 +6,10 @@ is validated before it is written into the text; values travel as bind parameter
 
 from __future__ import annotations
 
-import re
 from functools import cache
 from importlib import resources
 
-from omninode_bridge.locks.queries import check_schema
-
-_NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.M)
+from omninode_bridge.locks.queries import check_schema, named_blocks
 
 
 def outbox_channel(schema: str) -> str:
@@ -24,10 +21,4 @@ def outbox_channel(schema: str) -> str:
 def load_event_queries(schema: str) -> dict[str, str]:
     """Every statement of ``events/sql/queries.sql`` by name, rendered for ``schema``."""
     text = resources.files("omninode_bridge.events").joinpath("sql", "queries.sql").read_text("utf-8")
-    text = text.replace("__schema__", f'"{check_schema(schema)}"')
-    names = list(_NAME_LINE.finditer(text))
-    queries: dict[str, str] = {}
-    for i, match in enumerate(names):
-        end = names[i + 1].start() if i + 1 < len(names) else len(text)
-        queries[match.group(1)] = text[match.end() : end].strip()
-    return queries
+    return named_blocks(text.replace("__schema__", f'"{check_schema(schema)}"'))

@@ -42,16 +42,20 @@ def _sql_file(*parts: str) -> str:
     return node.read_text(encoding="utf-8")
 
 
-@cache
-def load_queries(schema: str) -> dict[str, str]:
-    """All statements of ``sql/queries.sql`` by name, rendered for ``schema``."""
-    text = _render(_sql_file("queries.sql"), check_schema(schema))
+def named_blocks(text: str) -> dict[str, str]:
+    """The statements of a ``-- name: x`` file (procrastinate's format) by name."""
     names = list(_NAME_LINE.finditer(text))
     queries: dict[str, str] = {}
     for i, match in enumerate(names):
         end = names[i + 1].start() if i + 1 < len(names) else len(text)
         queries[match.group(1)] = text[match.end() : end].strip()
     return queries
+
+
+@cache
+def load_queries(schema: str) -> dict[str, str]:
+    """All statements of ``sql/queries.sql`` by name, rendered for ``schema``."""
+    return named_blocks(_render(_sql_file("queries.sql"), check_schema(schema)))
 
 
 @dataclass(frozen=True)
