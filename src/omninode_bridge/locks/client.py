@@ -246,6 +246,7 @@ class LockClient(LockStore):
             reentrant=bool(options.get("reentrant", False)),
             metadata_json=encode_metadata(check_metadata(options.get("metadata"))),
             lease_id=uuid.uuid4() if lease_id is None else parse_lease_id(lease_id),
+            own_id=lease_id is not None,
         )
 
     # -- acquire ------------------------------------------------------------------
@@ -332,9 +333,8 @@ class LockClient(LockStore):
             return None
         sent = time.monotonic()
         try:
-            row = await self.settled(
-                self._call("acquire_fast", *req.fast_args()), undo=self._discard(req.lease_id)
-            )
+            query = "acquire_fast_own_id" if req.own_id else "acquire_fast"
+            row = await self.settled(self._call(query, *req.fast_args()), undo=self._discard(req.lease_id))
         except asyncpg.UniqueViolationError:  # a retry racing its own first attempt
             return None
         return None if row is None else Lease.from_record(row, sent)

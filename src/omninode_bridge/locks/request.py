@@ -65,6 +65,7 @@ class AcquireRequest:
     reentrant: bool
     metadata_json: str
     lease_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    own_id: bool = False  # the caller chose lease_id (it may have been used before)
 
     @property
     def ttl_ms(self) -> int:
