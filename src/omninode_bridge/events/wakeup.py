@@ -23,6 +23,9 @@ from omninode_bridge.events.queries import load_event_queries, outbox_channel
 RECONNECT_DELAY = 1.0
 
 
+ARM_RETRY = 0.2  # seconds between re-reads while the wake-up cannot be armed
+
+
 class OutboxWakeup:
     """Owns the LISTEN connection; reconnects in the background when it drops."""
 
@@ -58,6 +61,7 @@ class OutboxWakeup:
         async with self._arming:
             conn = self._conn
             if conn is None or conn.is_closed():
+                self._wake_soon()
                 return
             try:
                 await conn.execute(self._arm_sql)
@@ -69,6 +73,12 @@ class OutboxWakeup:
             ) as err:
                 # also a connection terminated in the middle of this statement
                 emit_log_event(LogLevel.WARNING, "outbox wake-up not armed", {"error": type(err).__name__})
+                self._wake_soon()
+
+    def _wake_soon(self) -> None:
+        """Not armed, so no commit will notify: wake the sleeper shortly to read again
+        (and arm again, once the connection is back) instead of sleeping to the sweep."""
+        asyncio.get_running_loop().call_later(ARM_RETRY, self._wake)
 
     def ticket(self) -> asyncio.Event:
         """The event the next notification sets; take it before reading the table."""
