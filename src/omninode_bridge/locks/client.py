@@ -333,8 +333,9 @@ class LockClient(LockStore):
             return None
         sent = time.monotonic()
         try:
-            query = "acquire_fast_own_id" if req.own_id else "acquire_fast"
-            row = await self.settled(self._call(query, *req.fast_args()), undo=self._discard(req.lease_id))
+            row = await self.settled(
+                self._call("acquire_fast", *req.fast_args()), undo=self._discard(req.lease_id)
+            )
         except asyncpg.UniqueViolationError:  # a retry racing its own first attempt
             return None
         return None if row is None else Lease.from_record(row, sent)

@@ -81,6 +81,7 @@ class AcquireRequest:
             self.ttl_ms,
             self.permits,
             self.metadata_json,
+            self.own_id,
         )
 
     def args(self, listener_pid: int | None) -> tuple[Any, ...]:

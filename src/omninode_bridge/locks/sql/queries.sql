@@ -7,58 +7,19 @@
 -- event. No row back means "not this way": the client then calls acquire().
 -- Counters include expired-but-unreaped leases, so a doubt always falls back.
 -- Lease times are clock_timestamp(): taken once the row lock is held.
--- $1 name, $2 lease_id, $3 owner, $4 mode, $5 ttl_ms, $6 permits or NULL, $7 metadata (JSON text)
-WITH k AS (
-    INSERT INTO __schema__.locks AS t (name, permits, fence, n_exclusive, n_shared)
-    VALUES ($1, coalesce($6::integer, 1), nextval('__schema__.fence_seq'),
-            CASE WHEN $4::text = 'exclusive' THEN 1 ELSE 0 END,
-            CASE WHEN $4::text = 'shared' THEN 1 ELSE 0 END)
-    ON CONFLICT (name) DO UPDATE
-       SET fence = nextval('__schema__.fence_seq'),  -- drawn under the row lock
-           touched_at = now(),
-           n_exclusive = t.n_exclusive + excluded.n_exclusive,
-           n_shared = t.n_shared + excluded.n_shared
-     WHERE t.n_waiting = 0
-       AND ($6::integer IS NULL OR t.permits = $6::integer)
-       AND CASE WHEN $4::text = 'shared' THEN t.n_exclusive = 0
-                ELSE t.n_shared = 0 AND t.n_exclusive < t.permits END
-       AND NOT EXISTS (SELECT 1 FROM __schema__.leases WHERE lease_id = $2::uuid)
-    RETURNING t.name, t.fence, clock_timestamp() AS at
-), l AS (
-    INSERT INTO __schema__.leases
-           (lease_id, name, owner_id, mode, token, ttl_ms, acquired_at, expires_at, metadata)
-    SELECT $2::uuid, k.name, $3::text, $4::text, k.fence, $5::integer, k.at,
-           k.at + $5::integer * interval '1 millisecond', $7::text::jsonb
-      FROM k
-    RETURNING *
-), e AS (
-    INSERT INTO __schema__.events (event_type, lock_name, owner_id, lease_id, token, payload)
-    SELECT 'lock_acquired', name, owner_id, lease_id, token,
-           jsonb_build_object('mode', mode, 'ttl_ms', ttl_ms, 'waited', false)
-      FROM l
-)
-SELECT 'granted' AS status, name AS lock_name, lease_id, owner_id, mode, token, hold_count,
-       ttl_ms, acquired_at, expires_at, metadata, NULL::integer AS retry_ms, NULL::text AS detail,
-       floor(extract(epoch FROM expires_at - clock_timestamp()) * 1000)::bigint AS remaining_ms
-  FROM l;
-
--- name: acquire_fast_own_id
--- acquire_fast for a lease id the caller chose: an ended lease's id is never reused
--- (the engine's own ids are fresh UUID4s and skip this probe).
--- The uncontended acquire in one statement: take the lock row and, if its counters
--- say the lock has room and nobody queues, draw a token, insert the lease and its
--- event. No row back means "not this way": the client then calls acquire().
--- Counters include expired-but-unreaped leases, so a doubt always falls back.
--- Lease times are clock_timestamp(): taken once the row lock is held.
--- $1 name, $2 lease_id, $3 owner, $4 mode, $5 ttl_ms, $6 permits or NULL, $7 metadata (JSON text)
+-- $1 name, $2 lease_id, $3 owner, $4 mode, $5 ttl_ms, $6 permits or NULL, $7 metadata (JSON text),
+-- $8 whether the caller chose the lease id
 WITH k AS (
     INSERT INTO __schema__.locks AS t (name, permits, fence, n_exclusive, n_shared)
     SELECT $1, coalesce($6::integer, 1), nextval('__schema__.fence_seq'),
            CASE WHEN $4::text = 'exclusive' THEN 1 ELSE 0 END,
            CASE WHEN $4::text = 'shared' THEN 1 ELSE 0 END
-     WHERE NOT EXISTS (SELECT 1 FROM __schema__.events  -- an ended lease's id is never reused
-                        WHERE lease_id = $2::uuid
-                          AND event_type IN ('lock_released', 'lock_expired', 'lock_force_released'))
+     -- $8: the caller chose the lease id, so it may be an ended lease's (never reused);
+     -- the engine's own ids are fresh UUID4s and skip the probe (AND short-circuits)
+     WHERE NOT ($8::boolean AND EXISTS (
+               SELECT 1 FROM __schema__.events
+                WHERE lease_id = $2::uuid
+                  AND event_type IN ('lock_released', 'lock_expired', 'lock_force_released')))
     ON CONFLICT (name) DO UPDATE
        SET fence = nextval('__schema__.fence_seq'),  -- drawn under the row lock
            touched_at = now(),
