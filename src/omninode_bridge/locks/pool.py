@@ -95,6 +95,9 @@ def connect_error(err: BaseException, dsn: str, timeout: float | None = None) ->
     if isinstance(err, (ValueError, OverflowError, asyncpg.ClientConfigurationError)):
         return LockValidationError(f"invalid DSN {safe}: {detail}", field="dsn")
     message = _message(err, where, params, user, detail, timeout)
+    attrs = params.get("target_session_attrs")
+    if attrs and attrs != "any":  # hosts that answered but did not match were skipped
+        message += f"; target_session_attrs={attrs} skips a host that answers without matching (a standby)"
     return LockDatabaseError(f"{message} (DSN {safe})", host=where)
 
 

@@ -1,0 +1,75 @@
+"""Failover to a synchronous streaming replica under a fenced lock workload.
+
+A primary and a synchronous standby on this machine (system ``initdb`` /
+``pg_basebackup`` / ``pg_ctl``; see :mod:`bench.topology`); clients use one multi-host
+DSN with ``target_session_attrs=read-write``. Mid-run the primary is stopped
+(immediate) and the standby promoted. The clients must follow on their own, and on
+the new primary nothing they were told is lost: fenced writes, leases held across the
+failover (same tokens), a waiter queued before it, and the fencing order.
+``make failover`` runs the same workload longer and writes bench/results/failover.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import asyncpg
+import pytest
+from bench.failover import run_failover
+from bench.topology import ReplicaPair, missing_for_failover
+
+from omninode_bridge.locks import LockClient, LockSettings
+from omninode_bridge.locks.errors import LockDatabaseError
+
+
+@pytest.fixture
+def pair() -> Iterator[ReplicaPair]:
+    reason = missing_for_failover()
+    if reason:
+        pytest.skip(reason)
+    with ReplicaPair() as running:
+        yield running
+
+
+async def test_clients_follow_a_failover_and_lose_nothing(pair: ReplicaPair) -> None:
+    figures = await run_failover(pair, workers=4, lock_count=2, before=1.5, after=1.5, limit=30)
+    assert figures["checks"] == {
+        "lost_writes": 0,
+        "stale_accepted": 0,
+        "token_regressed": 0,
+        "held_lost": 0,
+        "overlaps": 0,
+        "fence_behind": 0,
+        "handoff_lost": 0,
+    }, figures
+    assert figures["violations"] == 0
+    assert figures["writes"] - figures["writes_after_failover"] > 20, "too little load before the failover"
+    assert figures["writes_after_failover"] > 20, f"the clients did not follow the failover: {figures}"
+    assert figures["recovery_s"] is not None and figures["recovery_s"] < 15, figures
+
+
+async def test_the_multi_host_dsn_skips_the_standby_and_errors_name_every_host(pair: ReplicaPair) -> None:
+    standby = f"postgresql://postgres@127.0.0.1:{pair.standby_port}/postgres"
+    conn = await asyncpg.connect(standby)
+    try:
+        assert await conn.fetchval("SELECT pg_is_in_recovery()")  # the standby is up, read-only
+    finally:
+        await conn.close()
+    settings = LockSettings(
+        dsn=pair.dsn(), schema="omninode_locks", pool_min=1, pool_max=2, cleanup_interval=3600
+    )
+    async with LockClient.connect(settings=settings, cleanup=False) as locks:
+        lease = await locks.acquire("where", "a", ttl=30)
+        async with locks.pool.acquire() as c:
+            assert await c.fetchval("SELECT inet_server_port()") == pair.primary_port
+        assert await locks.release(lease)
+
+    # the primary down and the standby not promoted: no host accepts writes
+    await asyncio.to_thread(pair.stop_primary)
+    down = settings.replace(connect_timeout=3)
+    with pytest.raises(LockDatabaseError) as failed:
+        await LockClient.connect(settings=down, cleanup=False)
+    message = str(failed.value)
+    assert f"127.0.0.1:{pair.primary_port}, 127.0.0.1:{pair.standby_port}" in message, message
+    assert "target_session_attrs=read-write skips" in message, message
