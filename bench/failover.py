@@ -140,6 +140,7 @@ async def run_failover(
     after: float = 3.0,
     held_count: int = 2,
     limit: float = 40.0,
+    promote_delay: float = 0.0,
 ) -> dict[str, Any]:
     """The workload across one failover; returns the figures and the checks' violations."""
     admin = await asyncpg.connect(pair.primary_dsn())
@@ -164,8 +165,8 @@ async def run_failover(
     try:
         await asyncio.sleep(before)
         t_stop = time.monotonic()
-        failover = await asyncio.to_thread(pair.fail_over)
-        t_promoted = t_stop + failover["stop_s"] + failover["promote_s"]
+        failover = await asyncio.to_thread(pair.fail_over, promote_delay)
+        t_promoted = t_stop + failover["stop_s"] + failover["no_primary_s"]
         # run until the clients have written again for `after` seconds (or the limit)
         while time.monotonic() < t_stop + limit:
             recovered = [w for w in history.writes if w[0] > t_stop + failover["stop_s"]]
@@ -203,6 +204,8 @@ async def run_failover(
         "stale_rejected": history.stale,
         "errors_during_failover": history.errors,
         "primary_stop_s": round(failover.get("stop_s", 0.0), 3),
+        "promote_delay_s": promote_delay,
+        "no_primary_s": round(failover.get("no_primary_s", 0.0), 3),
         "promote_s": round(failover.get("promote_s", 0.0), 3),
         "recovery_s": None if first is None else round(first - t_down, 3),
         "recovery_after_promotion_s": None if first is None else round(first - t_promoted, 3),
@@ -282,14 +285,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--locks", type=int, default=3)
     parser.add_argument("--before", type=float, default=5.0, help="seconds of load before the failover")
     parser.add_argument("--after", type=float, default=5.0, help="seconds of load after the clients recover")
+    parser.add_argument(
+        "--promote-delays",
+        type=lambda s: [float(x) for x in s.split(",")],
+        default=[0.0, 5.0],
+        help="seconds with no primary before the promotion, one run each (e.g. 0,5)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    with ReplicaPair() as pair:
-        results = asyncio.run(
-            run_failover(
-                pair, workers=args.workers, lock_count=args.locks, before=args.before, after=args.after
+    runs = []
+    for delay in args.promote_delays:
+        with ReplicaPair() as pair:
+            runs.append(
+                asyncio.run(
+                    run_failover(
+                        pair,
+                        workers=args.workers,
+                        lock_count=args.locks,
+                        before=args.before,
+                        after=args.after,
+                        promote_delay=delay,
+                    )
+                )
             )
-        )
+    results = {
+        "runs": len(runs),
+        "operations": sum(r["operations"] for r in runs),
+        "violations": sum(r["violations"] for r in runs),
+        "failovers": runs,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "failover.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(results, indent=2))
