@@ -53,6 +53,7 @@ class History:
         default_factory=list
     )  # in, out, lock, token, op
     releases: int = 0
+    unowned_at_end: int = 0  # worker leases still live after every worker released its own
     stale: int = 0
     errors: dict[str, int] = field(default_factory=dict)
 
@@ -210,6 +211,7 @@ async def run_failover(
         "recovery_s": None if first is None else round(first - t_down, 3),
         "recovery_after_promotion_s": None if first is None else round(first - t_promoted, 3),
         "held_across_failover": len(held),
+        "unowned_leases_at_end": history.unowned_at_end,
         "queued_waiter_granted_after_release_s": None if handoff is None else round(handoff, 3),
         "checks": checks,
         "violations": sum(checks.values()),
@@ -241,6 +243,11 @@ async def _check(
         assert not await conn.fetchval("SELECT pg_is_in_recovery()"), "checking on the new primary"
         rows = await conn.fetch("SELECT resource, token, op FROM guarded ORDER BY seq")
         fences = {r["name"]: r["fence"] for r in await conn.fetch(f"SELECT name, fence FROM {SCHEMA}.locks")}
+        # every worker released what it was told it holds before stopping: a live worker
+        # lease now is one nobody holds (granted to a call that failed), until its TTL
+        unowned = await conn.fetchval(
+            f"SELECT count(*) FROM {SCHEMA}.leases WHERE owner_id LIKE 'w%' AND expires_at > now()"
+        )
     finally:
         await conn.close()
     stored = {r["op"] for r in rows}
@@ -269,6 +276,7 @@ async def _check(
     overlaps = sum(
         1 for spans in by_lock.values() for a, b in itertools.pairwise(sorted(spans)) if b[0] < a[1]
     )
+    history.unowned_at_end = int(unowned)
     return {
         "lost_writes": sum(1 for w in history.writes if w[4] not in stored),
         "stale_accepted": stale_accepted,
