@@ -45,8 +45,8 @@ def find_pgbouncer() -> str | None:
 
 
 def pg_bindir() -> Path | None:
-    """The newest system PostgreSQL's bin folder with initdb, pg_basebackup and pg_ctl
-    (``OMNINODE_PG_BINDIR`` overrides), or None."""
+    """The newest system PostgreSQL's bin folder with initdb, pg_basebackup, pg_ctl and
+    psql (``OMNINODE_PG_BINDIR`` overrides), or None."""
     configured = os.environ.get("OMNINODE_PG_BINDIR")
     found = [Path(configured)] if configured else []
     base = Path("/usr/lib/postgresql")
@@ -54,7 +54,9 @@ def pg_bindir() -> Path | None:
         versions = [p for p in base.iterdir() if p.name.isdigit()]
         found += [p / "bin" for p in sorted(versions, key=lambda p: int(p.name), reverse=True)]
     for folder in found:
-        if all((folder / tool).is_file() for tool in ("initdb", "pg_basebackup", "pg_ctl", "postgres")):
+        if all(
+            (folder / tool).is_file() for tool in ("initdb", "pg_basebackup", "pg_ctl", "postgres", "psql")
+        ):
             return folder
     return None
 
@@ -62,7 +64,9 @@ def pg_bindir() -> Path | None:
 def missing_for_failover() -> str | None:
     """Why a replica pair cannot be made here (None when it can)."""
     if pg_bindir() is None:
-        return "no PostgreSQL server binaries (initdb, pg_basebackup, pg_ctl) in /usr/lib/postgresql/*/bin"
+        return (
+            "no PostgreSQL server binaries (initdb, pg_basebackup, pg_ctl, psql) in /usr/lib/postgresql/*/bin"
+        )
     if _root():
         try:
             pwd.getpwnam(RUN_AS)
@@ -343,7 +347,8 @@ class ReplicaPair:
 
     def psql(self, port: int, query: str, database: str = "postgres") -> str:
         """One query through the system ``psql`` (unaligned, tuples only)."""
-        psql = shutil.which("psql") or str((self.bindir or Path("/usr/bin")) / "psql")
+        assert self.bindir is not None
+        psql = str(self.bindir / "psql")
         done = subprocess.run(
             [psql, "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", database, "-Atc", query],
             capture_output=True,
