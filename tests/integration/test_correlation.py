@@ -106,18 +106,15 @@ def test_the_sync_client_forwards_correlation_ids(dsn: str, settings: LockSettin
     assert asyncio.run(read()) == [("lock_acquired", "sync-1"), ("lock_released", "sync-2")]
 
 
-async def test_new_events_get_their_stable_id_from_the_stream(
-    locks: LockClient, admin_conn: asyncpg.Connection
-) -> None:
-    """Since 0004 no random id is drawn per event: readers derive it from (stream, id)."""
-    from omninode_bridge.events.envelope import event_id_for
-
-    lease = await locks.acquire("corr:ids", ttl=30)
-    await locks.release(lease)
-    rows = await admin_conn.fetch(
-        "SELECT id, event_id FROM omninode_locks.events WHERE lock_name = 'corr:ids'"
+async def test_every_event_gets_its_own_id(locks: LockClient, admin_conn: asyncpg.Connection) -> None:
+    """The cheap per-row id of 0004 (hashed session random, clock and pid) is still unique."""
+    leases = await asyncio.gather(
+        *(locks.acquire(f"corr:ids:{i}", ttl=30, owner_id=f"o{i}") for i in range(50))
     )
-    stream = await admin_conn.fetchval("SELECT stream_id FROM omninode_locks.outbox_stream")
-    assert [r["event_id"] for r in rows] == [None, None]
-    ids = [event_id_for(r, stream) for r in rows]
-    assert len(set(ids)) == 2 and ids == [event_id_for(r, stream) for r in rows]
+    for lease in leases:
+        await locks.release(lease)
+    ids = await admin_conn.fetch(
+        "SELECT event_id FROM omninode_locks.events WHERE lock_name LIKE 'corr:ids:%'"
+    )
+    assert len(ids) == 100 and None not in {r["event_id"] for r in ids}
+    assert len({r["event_id"] for r in ids}) == 100

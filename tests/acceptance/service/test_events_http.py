@@ -18,8 +18,6 @@ from events_helpers import dashboard_snapshot, take_and_release
 from proxy import CuttableProxy
 from svc_helpers import SCHEMA, Service
 
-from omninode_bridge.events.envelope import event_id_for
-
 pytestmark = pytest.mark.integration
 
 ENVELOPE_KEYS = {
@@ -35,11 +33,9 @@ async def outbox_rows(dsn: str, after: int = 0) -> list[dict[str, Any]]:
             " WHERE id > $1 ORDER BY id",
             after,
         )
-        stream = await conn.fetchval(f"SELECT stream_id FROM {SCHEMA}.outbox_stream")
     finally:
         await conn.close()
-    # the id consumers see: the row's own, or (rows since 0004) derived from the stream
-    return [{**dict(r), "event_id": event_id_for(r, stream)} for r in rows]
+    return [dict(r) for r in rows]
 
 
 async def last_id(dsn: str) -> int:

@@ -18,7 +18,6 @@ import asyncpg
 import pytest
 
 from omninode_bridge.events import topic_for
-from omninode_bridge.events.envelope import event_id_for
 
 EVENT_TYPES = (
     "lock_acquired",
@@ -140,11 +139,9 @@ async def outbox(dsn: str) -> list[dict[str, Any]]:
         rows = await conn.fetch(
             "SELECT id, event_id, event_type, lock_name, lease_id, token, relayed_at FROM omninode_locks.events ORDER BY id"
         )
-        stream = await conn.fetchval("SELECT stream_id FROM omninode_locks.outbox_stream")
     finally:
         await conn.close()
-    # the id consumers see: the row's own, or (rows since 0004) derived from the stream
-    return [{**dict(r), "event_id": event_id_for(r, stream)} for r in rows]
+    return [dict(r) for r in rows]
 
 
 @pytest.fixture
