@@ -17,7 +17,9 @@ pytestmark = pytest.mark.integration
 EXPIRE = "UPDATE omninode_locks.leases SET expires_at = now() - interval '1 s' WHERE name LIKE $1"
 
 
-async def test_thousands_of_expired_leases_go_at_once(locks: LockClient, admin_conn: asyncpg.Connection) -> None:
+async def test_thousands_of_expired_leases_go_at_once(
+    locks: LockClient, admin_conn: asyncpg.Connection
+) -> None:
     for i in range(300):
         await locks.acquire(f"bulk:x:{i}", ttl=60)
     for i in range(100):  # semaphores and shared holders: several leases per name
@@ -42,7 +44,9 @@ async def test_thousands_of_expired_leases_go_at_once(locks: LockClient, admin_c
     await locks.release(kept)
 
 
-async def test_an_expired_holder_with_a_waiter_is_promoted(locks: LockClient, admin_conn: asyncpg.Connection) -> None:
+async def test_an_expired_holder_with_a_waiter_is_promoted(
+    locks: LockClient, admin_conn: asyncpg.Connection
+) -> None:
     await locks.acquire("bulk:q", ttl=60, owner_id="old")
     await locks.acquire("bulk:plain", ttl=60, owner_id="old")
     waiting = asyncio.create_task(locks.acquire("bulk:q", ttl=30, wait=20, owner_id="next"))
