@@ -271,3 +271,23 @@ async def test_racing_clients_through_pgbouncer_never_overlap(
     # shared direct LISTEN connection of this event loop
     assert backends <= POOL_SIZE + 1, f"{backends} server connections: not pooled by PgBouncer"
     await check_counters(dsn)  # type: ignore[operator]
+
+
+async def test_correlation_ids_stay_in_their_transaction_through_pgbouncer(
+    pooled: LockClient, admin_conn: asyncpg.Connection
+) -> None:
+    """The id is transaction-local: a server connection PgBouncer hands to the next call
+    (or another client) carries nothing over."""
+    lease = await pooled.acquire("corr", ttl=30, correlation_id="req-1")
+    await pooled.release(lease)
+    plain = await pooled.acquire("corr", ttl=30)
+    await pooled.release(plain, correlation_id="req-2")
+    rows = await admin_conn.fetch(
+        "SELECT event_type, correlation_id FROM omninode_locks.events WHERE lock_name = 'corr' ORDER BY id"
+    )
+    assert [(r["event_type"], r["correlation_id"]) for r in rows] == [
+        ("lock_acquired", "req-1"),
+        ("lock_released", None),
+        ("lock_acquired", None),
+        ("lock_released", "req-2"),
+    ]
