@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -97,6 +99,39 @@ def test_listen_dsn_is_a_secret_setting_read_from_the_environment() -> None:
     assert "OMNINODE_LISTEN_DSN" in str(bad.value) and "direct-pw" not in str(bad.value)
     with pytest.raises(LockValidationError, match="statement_cache_size"):
         LockSettings.load({**env, "OMNINODE_STATEMENT_CACHE_SIZE": "-1"}, env_file=None)
+
+
+# -- nothing relies on a session (a static check of every statement) -------------------------
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "omninode_bridge"
+SESSION_SQL = {
+    "session advisory lock": re.compile(r"\bpg_(try_)?advisory_lock(_shared)?\s*\(", re.I),
+    "session-wide set_config": re.compile(r"\bset_config\s*\([^;]*?,\s*false\s*\)", re.I),
+    "SET SESSION": re.compile(r"\bSET\s+SESSION\b", re.I),
+    "temporary table": re.compile(r"\bCREATE\s+(GLOBAL\s+|LOCAL\s+)?TEMP(ORARY)?\b", re.I),
+    "LISTEN in SQL": re.compile(r"^\s*(UN)?LISTEN\b", re.I | re.M),
+    "named prepared statement": re.compile(r"^\s*PREPARE\b", re.I | re.M),
+}
+
+
+def test_no_statement_relies_on_session_state() -> None:
+    """Every SQL file the engine and relay send: through PgBouncer in transaction mode the
+    next transaction may run on another server connection, so nothing may outlive one."""
+    files = sorted(SRC.glob("*/sql/**/*.sql"))
+    assert len(files) >= 3
+    found = []
+    for path in files:
+        text = re.sub(r"--[^\n]*", "", path.read_text(encoding="utf-8"))  # comments say these words
+        found += [f"{path.name}: {what}" for what, pattern in SESSION_SQL.items() if pattern.search(text)]
+    assert found == []
+    # named statements from Python (asyncpg's prepare() always names one); LISTEN only on
+    # the listen_dsn connections (the grant listener and the outbox wake-up)
+    py = {p.relative_to(SRC).as_posix(): p.read_text(encoding="utf-8") for p in SRC.rglob("*.py")}
+    assert [n for n, text in py.items() if re.search(r"\.prepare\(", text)] == []
+    assert sorted(n for n, text in py.items() if "add_listener(" in text) == [
+        "events/wakeup.py",
+        "locks/listener.py",
+    ]
 
 
 # -- the negative control: why the setting exists --------------------------------------------
