@@ -15,11 +15,12 @@ import asyncio
 from collections.abc import Iterator
 
 import asyncpg
+import psycopg
 import pytest
 from bench.failover import run_failover
 from bench.topology import ReplicaPair, missing_for_failover
 
-from omninode_bridge.locks import LockClient, LockSettings
+from omninode_bridge.locks import LockClient, LockSettings, SyncLockClient
 from omninode_bridge.locks.errors import LockDatabaseError
 
 
@@ -51,6 +52,21 @@ async def test_clients_follow_a_failover_and_lose_nothing(pair: ReplicaPair) -> 
     assert figures["writes_after_failover"] > 20, f"the clients did not follow the failover: {figures}"
     assert figures["recovery_s"] is not None and figures["recovery_s"] < 15, figures
 
+    def sync_side() -> tuple[int, bool, int]:
+        """psycopg reads the same multi-host DSN, and the sync client works through it."""
+        with psycopg.connect(pair.dsn("failover")) as conn:
+            row = conn.execute("SELECT inet_server_port(), pg_is_in_recovery()").fetchone()
+        assert row is not None
+        settings = LockSettings(schema="omninode_locks", pool_min=1, pool_max=2, cleanup_interval=3600)
+        with SyncLockClient.connect(pair.dsn("failover"), settings=settings, cleanup=False) as locks:
+            lease = locks.acquire("fo-0", "sync", ttl=30, wait=10)
+            assert locks.release(lease)
+        return row[0], row[1], lease.token
+
+    port, in_recovery, token = await asyncio.to_thread(sync_side)
+    assert (port, in_recovery) == (pair.standby_port, False)
+    assert token > 0
+
 
 async def test_clients_ride_out_seconds_with_no_primary_at_all(pair: ReplicaPair) -> None:
     """Three seconds between the primary's death and the promotion: calls fail (the
@@ -76,6 +92,8 @@ async def test_clients_ride_out_seconds_with_no_primary_at_all(pair: ReplicaPair
         async with locks.pool.acquire() as c:  # the multi-host DSN skipped the standby
             assert await c.fetchval("SELECT inet_server_port()") == pair.primary_port
         assert await locks.release(lease)
+    with psycopg.connect(pair.dsn()) as conn:  # so does psycopg (libpq)
+        assert conn.execute("SELECT inet_server_port()").fetchone() == (pair.primary_port,)
 
     async def while_no_primary() -> str:
         assert await asyncio.to_thread(pair.primary_down.wait, 30)
