@@ -205,6 +205,26 @@ async def test_blocking_acquire_is_woken_by_release_over_the_direct_listener(
     assert latency < 2.0, f"woken after {latency:.2f} s: by the re-check, not by NOTIFY"
 
 
+async def test_a_listener_behind_the_pooler_is_named_in_a_warning(
+    routed: str, dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without listen_dsn the LISTEN connection goes through PgBouncer too, where it has
+    no session of its own: the engine says so, naming the setting."""
+    settings = pooled_settings(routed, dsn).replace(listen_dsn=None)
+    with caplog.at_level("WARNING", logger="omninode_bridge"):
+        async with LockClient.connect(settings=settings, cleanup=False) as locks:
+            await locks.listener.ensure_started()
+    warned = [
+        r.getMessage() for r in caplog.records if "LISTEN connection goes through a proxy" in r.getMessage()
+    ]
+    assert len(warned) == 1 and "OMNINODE_LISTEN_DSN" in warned[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="omninode_bridge"):
+        async with LockClient.connect(settings=pooled_settings(routed, dsn), cleanup=False) as locks:
+            await locks.listener.ensure_started()
+    assert not [r for r in caplog.records if "proxy" in r.getMessage()]
+
+
 async def test_semaphore_through_pgbouncer(pooled: LockClient) -> None:
     held = [await pooled.acquire("gpu", f"o{i}", permits=3, ttl=30) for i in range(3)]
     assert await pooled.acquire("gpu", "o4", permits=3, ttl=30, blocking=False) is None
