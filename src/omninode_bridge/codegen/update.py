@@ -34,7 +34,7 @@ from merge3 import Merge3
 from omninode_bridge.codegen.contract_builder import contract_hash
 from omninode_bridge.codegen.pipeline import render_node
 from omninode_bridge.codegen.refine import RuffStyle, host_style, recorded_style, refine, style_record
-from omninode_bridge.codegen.render import Renderer, node_paths
+from omninode_bridge.codegen.render import MARKER, Renderer, node_paths
 from omninode_bridge.codegen.spec import NodeAnswers
 from omninode_bridge.codegen.writer import (
     CONFLICT_END,
@@ -111,8 +111,27 @@ def conflict_hunks(merged: str, context: int = HUNK_CONTEXT) -> str:
     return "\n".join(out)
 
 
+def restamp(text: str | None, old_version: str, new_version: str) -> str | None:
+    """``text`` with the generator's version stamp ``(template OLD`` moved to NEW.
+
+    Every generated file names its template version next to the marker, so a new
+    template version changes a line in every file; a hand edit next to that line would
+    conflict with a change nobody made. The stamp is moved in base and ours before the
+    merge, so it follows the template and the hand edits around it stay theirs alone.
+    """
+    if text is None or old_version == new_version:
+        return text
+    return text.replace(f"{MARKER} (template {old_version}", f"{MARKER} (template {new_version}")
+
+
 def _decide(
-    rel: str, b: str | None, o: str | None, t: str | None, result: UpdateResult, inline: bool = False
+    rel: str,
+    b: str | None,
+    o: str | None,
+    t: str | None,
+    result: UpdateResult,
+    inline: bool = False,
+    versions: tuple[str, str] = ("", ""),
 ) -> str | None:
     """The new content of ``rel`` (None: absent); records the action or a conflict."""
     if has_markers(o):
@@ -124,6 +143,7 @@ def _decide(
     if o is None and b is not None:
         result.actions[rel] = "kept removed (yours)" if t is not None else "removed (template)"
         return None
+    b, o = restamp(b, *versions), restamp(o, *versions)
     if t == b or o == t:
         result.actions[rel] = "unchanged" if o == b else "kept (hand edits)"
         return o
@@ -160,7 +180,15 @@ def update_node(
     result = UpdateResult(str(node_dir), record["template_version"], renderer.template_version)
     new: dict[str, str | None] = {}
     for rel in sorted(names):
-        new[rel] = _decide(rel, base.get(rel), ours.get(rel), theirs.get(rel), result, inline)
+        new[rel] = _decide(
+            rel,
+            base.get(rel),
+            ours.get(rel),
+            theirs.get(rel),
+            result,
+            inline,
+            (record["template_version"], renderer.template_version),
+        )
     if result.conflicts or dry_run:
         return result
     for rel, text in new.items():
