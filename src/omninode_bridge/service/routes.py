@@ -110,6 +110,7 @@ async def _acquire_or_abandon(receive: Receive, locks: LockClient, name: str, bo
         reentrant=body.reentrant,
         metadata=body.metadata,
         lease_id=body.lease_id,
+        correlation_id=body.correlation_id,
     )
     if body.wait <= 0:  # a try-lock answers at once: no need to watch the connection
         return await acquiring_now
@@ -166,7 +167,7 @@ async def release_lease(state: Any, name: str, body: ReleaseBody) -> dict[str, A
     locks, metrics = state.locks, state.metrics
     started = time.perf_counter()
     try:
-        released_now = await locks.release(body.lease_id)
+        released_now = await locks.release(body.lease_id, correlation_id=body.correlation_id)
     finally:
         metrics.release_seconds.observe(time.perf_counter() - started)
     metrics.releases.inc()
@@ -195,7 +196,7 @@ async def release(name: str, body: ReleaseBody, request: Request) -> dict[str, A
 async def extend(name: str, body: ExtendBody, request: Request) -> JSONResponse:
     locks, metrics, auth = _parts(request)
     auth.require(request)
-    lease = await locks.extend_lease_id(body.lease_id, body.ttl)
+    lease = await locks.extend_lease_id(body.lease_id, body.ttl, correlation_id=body.correlation_id)
     metrics.extends.inc()
     request.app.state.changed.set()
     return JSONResponse(lease_json(lease))
@@ -235,10 +236,13 @@ async def force_release(
     name: str,
     request: Request,
     reason: str = Query(default="force-released over HTTP", min_length=1, max_length=1000),
+    correlation_id: str | None = Query(default=None, min_length=1, max_length=255),
 ) -> dict[str, Any]:
     locks, metrics, auth = _parts(request)
     auth.require(request, Role.ADMIN)
-    count = await locks.force_release(name, _text(reason, "reason") or "")
+    count = await locks.force_release(
+        name, _text(reason, "reason") or "", correlation_id=_text(correlation_id, "correlation_id")
+    )
     metrics.force_releases.inc(count)
     request.app.state.changed.set()
     return {"lock_name": name, "released": count}

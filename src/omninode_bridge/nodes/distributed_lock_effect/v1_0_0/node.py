@@ -183,7 +183,7 @@ class NodeDistributedLockEffect(NodeEffect):
                 "retries": stats.retries,
                 "waiting": stats.waiting,
                 "pool_size": self.locks.pool.get_size(),
-                "pool_idle": self.locks.pool.get_idle_size(),
+                "pool_idle": self.locks.idle_connections(),
             }
         return report
 
@@ -286,6 +286,7 @@ class NodeDistributedLockEffect(NodeEffect):
                     reentrant=req.reentrant,
                     metadata=req.lease_metadata(),
                     lease_id=lease_id,
+                    correlation_id=req.correlation_id or None,
                 )
                 break
             except LockHeldByOtherError:
@@ -319,7 +320,7 @@ class NodeDistributedLockEffect(NodeEffect):
         self, req: ModelDistributedLockRequest, res: ModelDistributedLockResponse
     ) -> None:
         lease_id = await self._lease_of(req)
-        released_now = await self._client().release(lease_id)
+        released_now = await self._client().release(lease_id, correlation_id=req.correlation_id or None)
         self._forget(lease_id)
         res.lock_released = True
         if not released_now:
@@ -332,7 +333,9 @@ class NodeDistributedLockEffect(NodeEffect):
         lease_id = await self._lease_of(req)
         try:
             lease = await self._client().extend_lease_id(
-                lease_id, req.extension_duration or req.lease_duration
+                lease_id,
+                req.extension_duration or req.lease_duration,
+                correlation_id=req.correlation_id or None,
             )
         except LockError:
             self._forget(lease_id)
@@ -385,7 +388,7 @@ class NodeDistributedLockEffect(NodeEffect):
     ) -> None:
         name = req.lock_name or ""
         res.cleaned_count = await self._client().force_release(
-            name, req.reason or "force_release via the node"
+            name, req.reason or "force_release via the node", correlation_id=req.correlation_id or None
         )
         res.lock_released = res.cleaned_count > 0
         for key in [k for k in self._granted if k[0] == name]:
