@@ -6,6 +6,7 @@ import asyncio
 import subprocess
 import sys
 import time
+import uuid
 
 import asyncpg
 import pytest
@@ -384,3 +385,19 @@ async def test_prune_bounds_tables_and_tokens_keep_growing(
     assert [e["event_type"] for e in await locks.recent_events("job:2")] == ["lock_acquired"]
     with pytest.raises(LockNotHeldError):  # its ending event was pruned with the rest
         await locks.release(first)
+
+
+async def test_a_reentrant_acquire_with_its_own_lease_id_enters_only_that_lease(locks: LockClient) -> None:
+    """Proof of possession: with a caller-chosen id, re-entry is by that id, never by the
+    (public) owner id, so naming a holder's owner id does not reveal its lease."""
+    mine = str(uuid.uuid4())
+    first = await locks.acquire("re:id", "a", ttl=30, reentrant=True, lease_id=mine)
+    again = await locks.acquire("re:id", "a", ttl=30, reentrant=True, lease_id=mine)
+    assert again.lease_id == first.lease_id == mine and again.hold_count == 2
+    stranger = await locks.acquire(
+        "re:id", "a", ttl=30, reentrant=True, lease_id=str(uuid.uuid4()), blocking=False
+    )
+    assert stranger is None, "another id claiming the owner must not enter the lease"
+    assert (await locks.get_lock_info("re:id")).holders[0].hold_count == 2
+    assert await locks.release(again) and await locks.release(first)
+    assert not await locks.locked("re:id")

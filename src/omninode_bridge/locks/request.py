@@ -99,6 +99,7 @@ class AcquireRequest:
             self.reentrant,
             self.metadata_json,
             listener_pid,
+            self.own_id,
         )
 
     def txn_args(self) -> tuple[Any, ...]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # The engine validates ranges again (one rule, one place: locks/models.py); these
 # bounds only make the OpenAPI document say what the engine accepts.
@@ -30,6 +30,17 @@ class AcquireBody(BaseModel):
     correlation_id: str | None = Field(
         default=None, min_length=1, max_length=255, description="Carried by the events this call causes."
     )
+
+    @model_validator(mode="after")
+    def _reentry_needs_possession(self) -> AcquireBody:
+        # owner ids are public (listings): over HTTP, entering a held lease again needs
+        # its lease_id as proof, or anyone could take a holder's lease by its owner id
+        if self.reentrant and self.lease_id is None:
+            raise ValueError(
+                "reentrant needs lease_id: the id of the lease you hold (or a new UUID of your "
+                "own for the first acquire); an owner id is no proof of holding"
+            )
+        return self
 
 
 class ReleaseBody(BaseModel):

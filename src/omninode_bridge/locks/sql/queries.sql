@@ -55,7 +55,7 @@ SELECT 'granted' AS status, name AS lock_name, lease_id, owner_id, mode, token, 
 
 -- name: acquire
 SELECT r.*, floor(extract(epoch FROM r.expires_at - clock_timestamp()) * 1000)::bigint AS remaining_ms
-  FROM __schema__.acquire($1, $2, $3, $4, $5, $6, $7, $8, $9::text::jsonb, $10) r;
+  FROM __schema__.acquire($1, $2, $3, $4, $5, $6, $7, $8, $9::text::jsonb, $10, $11) r;
 
 -- name: acquire_in_txn
 -- Try-lock inside the caller's own transaction (see the function).

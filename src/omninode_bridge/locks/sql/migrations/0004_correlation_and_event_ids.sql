@@ -111,13 +111,19 @@ BEGIN
 END
 $$;
 
--- Acquire (as in 0002, one change): a request refused because it names other permits
--- than the lock was created with is refused before the lock row is written, so a
--- refused request changes nothing (found by the HTTP fuzzing of issue 11).
-CREATE OR REPLACE FUNCTION __schema__.acquire(
+-- Acquire (as in 0002, two changes, both found by the security tests of issue 11):
+--   * a request refused because it names other permits than the lock was created with
+--     is refused before the lock row is written: a refused request changes nothing;
+--   * p_own_id (the caller chose p_lease_id): a reentrant acquire then enters again
+--     only the lease with that id - proof of possession - and never "the lease this
+--     owner id holds". Owner ids are public (listings); over HTTP anyone can send one,
+--     so entering by owner id would hand a stranger the holder's lease id. Without
+--     p_own_id (the library's own fresh ids, an in-process caller) it enters by owner.
+DROP FUNCTION __schema__.acquire(text, uuid, text, text, integer, integer, integer, boolean, jsonb, integer);
+CREATE FUNCTION __schema__.acquire(
     p_name text, p_lease_id uuid, p_owner text, p_mode text, p_ttl_ms integer,
     p_wait_ms integer, p_permits integer, p_reentrant boolean, p_metadata jsonb,
-    p_listener_pid integer
+    p_listener_pid integer, p_own_id boolean DEFAULT false
 ) RETURNS __schema__.lock_result LANGUAGE plpgsql AS $$
 DECLARE
     k __schema__.locks;
@@ -132,7 +138,9 @@ BEGIN
             RETURN __schema__._bare('invalid', p_name, NULL,
                 'lease_id is already the id of another request''s lease');
         END IF;
-        RETURN __schema__._result('granted', l, NULL, 'retry');
+        IF NOT (p_reentrant AND p_own_id AND p_mode = 'exclusive') THEN
+            RETURN __schema__._result('granted', l, NULL, 'retry');
+        END IF;  -- else: enter this very lease again, below, under the lock row
     END IF;
     IF EXISTS (SELECT 1 FROM __schema__.events
                 WHERE lease_id = p_lease_id
@@ -142,7 +150,7 @@ BEGIN
     END IF;
     -- A request refused for its permits changes nothing: decided before the row is
     -- written. (A row created between this read and the upsert below can still be
-    -- refused after it; that only refreshes the touched_at of a row born moments ago.)
+    -- refused after it; that only moves the touched_at of a row born moments ago.)
     SELECT * INTO k FROM __schema__.locks WHERE name = p_name;
     IF FOUND AND p_permits IS NOT NULL AND p_permits <> k.permits THEN
         RETURN __schema__._bare('invalid', p_name, NULL,
@@ -167,9 +175,12 @@ BEGIN
         UPDATE __schema__.leases
            SET hold_count = hold_count + 1,
                expires_at = greatest(expires_at, clock_timestamp() + p_ttl_ms * interval '1 millisecond')
-         WHERE lease_id = (SELECT lease_id FROM __schema__.leases
-                            WHERE name = p_name AND owner_id = p_owner AND mode = 'exclusive'
-                              AND expires_at > clock_timestamp() LIMIT 1)
+         WHERE lease_id = CASE WHEN p_own_id THEN p_lease_id ELSE
+                              (SELECT lease_id FROM __schema__.leases
+                                WHERE name = p_name AND owner_id = p_owner AND mode = 'exclusive'
+                                  AND expires_at > clock_timestamp() LIMIT 1) END
+           AND name = p_name AND owner_id = p_owner AND mode = 'exclusive'
+           AND expires_at > clock_timestamp()
         RETURNING * INTO l;
         IF FOUND THEN
             PERFORM set_config('omninode.granted', 'on', true);

@@ -272,7 +272,9 @@ class NodeDistributedLockEffect(NodeEffect):
         delay = (
             self.config.acquire_retry_delay if req.acquire_retry_delay is None else req.acquire_retry_delay
         )
-        lease_id = req.lease_id or str(uuid.uuid4())  # one id for every attempt: retries are idempotent
+        # one id for every attempt: retries are idempotent; a reentrant request without
+        # its own id enters by owner (the engine then draws the id)
+        lease_id = req.lease_id or (None if req.reentrant else str(uuid.uuid4()))
         for attempt in range(1, attempts + 1):
             res.acquire_attempts = attempt
             try:
