@@ -39,6 +39,7 @@ from rich.console import Console
 
 from bench.engine import percentile
 from omninode_bridge.events import topic_for
+from omninode_bridge.events.relay import LINGER
 from omninode_bridge.locks import LockClient, LockSettings
 from omninode_bridge.locks.embedded import start_embedded
 from omninode_bridge.locks.migrate import migrate
@@ -101,7 +102,7 @@ def tansu() -> Iterator[str]:
 # -- processes ------------------------------------------------------------------------
 
 
-LINGER_MS = os.environ.get("BENCH_RELAY_LINGER_MS", "5")
+LINGER_MS = os.environ.get("BENCH_RELAY_LINGER_MS", str(LINGER * 1000))
 
 
 def relay_proc(dsn: str, bootstrap: str) -> subprocess.Popen[bytes]:

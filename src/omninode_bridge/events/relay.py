@@ -21,19 +21,21 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from omninode_bridge.core.logging import LogLevel, emit_log_event
-from omninode_bridge.events.envelope import Envelope, envelope_from_row
+from omninode_bridge.events.envelope import Row, with_derived_id
 from omninode_bridge.events.kafka import BrokerError
 from omninode_bridge.events.queries import load_event_queries
 from omninode_bridge.events.wakeup import OutboxWakeup
 
 BATCH_SIZE = 1000
-LINGER = 0.005  # after a partial batch, let a few more commits gather (fewer, larger rounds)
+LINGER = 0.015  # while busy, at most one round per this many seconds (fewer, larger rounds)
 SWEEP_INTERVAL = 5.0
 HEARTBEAT_INTERVAL = 10.0
 MAX_BACKOFF = 5.0
@@ -41,11 +43,13 @@ BACKLOG_COUNT_CAP = 1_000_000
 
 
 class Sink(Protocol):
-    """Where relayed envelopes go (:class:`~omninode_bridge.events.kafka.KafkaSink`)."""
+    """Where relayed messages go (:class:`~omninode_bridge.events.kafka.KafkaSink`):
+    rows with ``event_type``, ``key`` (the lock name as bytes) and ``value`` (the
+    envelope as JSON bytes), in outbox order."""
 
     def describe(self) -> str: ...
 
-    async def publish(self, envelopes: list[Envelope]) -> None: ...
+    async def publish(self, messages: Sequence[Row]) -> None: ...
 
     async def reset(self) -> None: ...
 
@@ -112,6 +116,7 @@ class Relay:
         self._state: Literal["starting", "ok", "degraded", "stopped"] = "starting"
         self._broker_ok: bool | None = None
         self._last_error: str | None = None
+        self._conn: PoolConnectionProxy[asyncpg.Record] | None = None  # held while busy
         self.relayed_total = 0
         self.rounds = 0
 
@@ -140,18 +145,40 @@ class Relay:
 
     async def relay_once(self) -> tuple[int, int]:
         """Claim and publish one batch; returns (claimed, published). Raises
-        :class:`BrokerError` (nothing marked) when the broker did not acknowledge."""
+        :class:`BrokerError` (nothing marked) when the broker did not acknowledge.
+
+        Three round trips: BEGIN, one statement that claims, marks and builds the
+        messages (``claim_batch``), COMMIT after the broker's acknowledgement. The
+        connection stays with the relay while it is busy (:meth:`release_connection`
+        gives it back to the pool when it goes idle)."""
         if self._stream_id is None:
             self._stream_id = uuid.UUID(str(await self.pool.fetchval(self._q["stream_id"])))
-        async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(self._q["claim_batch"], self.batch_size)
-            ready = [r for r in rows if not r["blocked"]]
-            if ready:
-                await self.sink.publish([envelope_from_row(r, self._stream_id) for r in ready])
-                await conn.execute(self._q["mark_relayed"], [r["id"] for r in ready])
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = await self.pool.acquire()
+        try:
+            async with conn.transaction():
+                rows = await conn.fetch(self._q["claim_batch"], self.batch_size)
+                claimed = int(rows[0]["claimed"])
+                ready: Sequence[Row] = []
+                if rows[0]["id"] is not None:
+                    ready = rows
+                    if any(r["derive_id"] for r in rows):
+                        ready = [_Legacy.of(r, self._stream_id) if r["derive_id"] else r for r in rows]
+                    await self.sink.publish(ready)
+        except BaseException:
+            await self.release_connection()  # a broken connection goes back to be closed
+            raise
         self.relayed_total += len(ready)
         self.rounds += 1
-        return len(rows), len(ready)
+        return claimed, len(ready)
+
+    async def release_connection(self) -> None:
+        """Give the held connection back to the pool (when idle, failing or stopping)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await self.pool.release(conn)
 
     # -- the loop -------------------------------------------------------------------
 
@@ -165,6 +192,7 @@ class Relay:
         try:
             while not stop.is_set():
                 ticket = self.wakeup.ticket() if self.wakeup is not None else None
+                started = time.monotonic()
                 try:
                     claimed, published = await self.relay_once()
                 except BrokerError as err:
@@ -191,16 +219,20 @@ class Relay:
                     await _sleep_or_stop(stop, 0.005)  # another relay holds older events of a lock
                     continue
                 if published:
+                    # busy: at most one round per linger period, so rounds grow with the
+                    # load instead of multiplying; an event waits at most that long
                     armed = False
-                    await _sleep_or_stop(stop, self.linger)
+                    await _sleep_or_stop(stop, started + self.linger - time.monotonic())
                     continue  # more may have committed meanwhile: look again before sleeping
                 if self.wakeup is not None and not armed:
                     await self.wakeup.arm()  # then one more look before sleeping
                     armed = True
                     continue
+                await self.release_connection()
                 await self._idle(ticket, stop)
                 armed = False
         finally:
+            await self.release_connection()
             self._state = "stopped"
             with contextlib.suppress(Exception):
                 await self._heartbeat()
@@ -235,6 +267,23 @@ class Relay:
             await self.pool.execute(self._q["relay_seen"], self.relay_id, self.relayed_total)
 
 
+class _Legacy(NamedTuple):
+    """A row older than migration 0003 (no ``event_id`` column value) as a message."""
+
+    event_type: str
+    key: bytes
+    value: bytes
+
+    @classmethod
+    def of(cls, row: asyncpg.Record, stream_id: uuid.UUID) -> _Legacy:
+        return cls(row["event_type"], row["key"], with_derived_id(row["value"], row["id"], stream_id))
+
+    def __getitem__(self, name: Any) -> Any:
+        return getattr(self, name) if isinstance(name, str) else tuple.__getitem__(self, name)
+
+
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    if seconds <= 0:
+        return
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)

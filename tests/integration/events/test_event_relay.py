@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -19,7 +20,7 @@ import pytest
 from relay_helpers import Broker, consume, make_events, outbox, wait_until
 from workload import run_workload
 
-from omninode_bridge.events import KafkaSink, OutboxWakeup, Relay, outbox_stats, topic_for
+from omninode_bridge.events import EventFeed, KafkaSink, OutboxWakeup, Relay, outbox_stats, topic_for
 from omninode_bridge.locks import LockClient, LockSettings
 
 pytestmark = pytest.mark.integration
@@ -225,6 +226,29 @@ async def test_correlation_id_from_the_writing_transaction(
     by_type = {m["value"]["event_type"]: m["value"] for m in messages}
     assert by_type["lock_acquired"]["correlation_id"] == "req-42"
     assert by_type["lock_released"]["correlation_id"] is None
+
+
+async def test_the_kafka_value_is_the_feeds_envelope_and_old_rows_get_their_derived_id(
+    dsn: str, broker: Broker, prefix: str, pool: asyncpg.Pool
+) -> None:
+    """The relay builds message values in SQL; a consumer gets what the feed gives for the
+    same event, and a row older than migration 0003 (no event_id) its derived id."""
+    await make_events(dsn, 3)
+    await pool.execute(
+        "UPDATE omninode_locks.events SET event_id = NULL WHERE id = (SELECT min(id) FROM omninode_locks.events)"
+    )
+    await pool.execute(
+        "UPDATE omninode_locks.events SET created_at = date_trunc('second', created_at) WHERE id = 2"
+    )
+    feed = EventFeed(pool, SCHEMA)
+    expected = await feed.read(0)
+    assert len(expected) == 6 and expected[1]["occurred_at"].endswith(".000000Z")
+    async with running_relay(dsn, broker, prefix):
+        await wait_until(lambda: drained(pool))
+    messages = await consume(broker.bootstrap, prefix, 6)
+    got = sorted((m["value"] for m in messages), key=lambda v: v["id"])
+    assert got == expected
+    assert got[0]["event_id"] == str(uuid.uuid5(await feed.stream_id(), f"outbox:{got[0]['id']}"))
 
 
 async def test_prune_keeps_undelivered_events_once_a_relay_registered(
