@@ -8,14 +8,15 @@ relay as its own process (``omninode-lock relay``) as it runs in production:
   engine's functions) drained to the broker: events / second, first to last relayed;
 * **pairs_s_relay_off / pairs_s_relay_on** - the engine's acquire+release pairs / s
   (8 clients in a worker process, one lock name each) without and with the relay
-  running, interleaved in rounds in the same run;
+  running, interleaved in rounds in the same run (medians of the rounds; the same
+  workload both ways);
 * **e2e_p50_ms / e2e_p99_ms** - from an acquire's commit (stamped in the worker when
   the call returns) to an aiokafka consumer in this process receiving its
   ``lock_acquired`` message, with the same lock workload running. Both stamps are
   ``time.time()`` on this machine.
 
 Also reported: pairs/s with the outbox NOTIFY trigger dropped (what the trigger itself
-costs). Writes ``bench/results/events.json``.
+costs), in the same interleaved rounds. Writes ``bench/results/events.json``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -219,9 +221,12 @@ async def relay_throughput(dsn: str, bootstrap: str, pool: asyncpg.Pool, events:
 
 async def engine_cost(
     dsn: str, bootstrap: str, pool: asyncpg.Pool, seconds: float, rounds: int, clients: int
-) -> tuple[list[float], list[float]]:
+) -> tuple[list[float], list[float], list[float]]:
+    """Interleaved rounds of the same workload: relay off, relay on, and relay off with the
+    outbox NOTIFY trigger dropped (what the trigger costs the engine by itself)."""
     off: list[float] = []
     on: list[float] = []
+    no_trigger: list[float] = []
     relay_cpu = events = 0.0
     for _ in range(rounds):
         await drained(pool, 120)
@@ -237,8 +242,10 @@ async def engine_cost(
             on.append(run["pairs_s"])
         finally:
             stop_proc(proc)
+        no_trigger.append(await trigger_cost(dsn, pool, seconds, clients))
+        await pool.execute(f"UPDATE {SCHEMA}.events SET relayed_at = now() WHERE relayed_at IS NULL")
     ENGINE_COST_CPU["relay_cpu_ms_per_1k_events"] = round(relay_cpu / max(events, 1) * 1e6, 1)
-    return off, on
+    return off, on, no_trigger
 
 
 async def end_to_end(
@@ -313,27 +320,34 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             relay_s = await relay_throughput(dsn, bootstrap, pool, args.backlog)
         console.print(f"  relay: {relay_s:,.0f} events/s ({args.backlog:,} events backlog)")
         with tansu() as bootstrap:
-            off, on = await engine_cost(dsn, bootstrap, pool, args.seconds, args.rounds, args.clients)
-        console.print(f"  pairs/s relay off {off}, on {on}")
-        no_trigger = await trigger_cost(dsn, pool, args.seconds, args.clients)
-        console.print(f"  pairs/s without the NOTIFY trigger: {no_trigger:,.0f}")
+            off, on, no_trigger = await engine_cost(
+                dsn, bootstrap, pool, args.seconds, args.rounds, args.clients
+            )
+        console.print(
+            f"  pairs/s relay off {off}, on {on}, relay off without the NOTIFY trigger {no_trigger}"
+        )
         with tansu() as bootstrap:
             latencies, handed = await end_to_end(dsn, bootstrap, pool, args.seconds, args.clients)
     finally:
         await pool.close()
-    mean_off, mean_on = sum(off) / len(off), sum(on) / len(on)
+    mid_off, mid_on = statistics.median(off), statistics.median(on)
     return {
         "relay_events_s": round(relay_s, 1),
         "e2e_p50_ms": round(percentile(latencies, 50) * 1000, 3),
         "e2e_p99_ms": round(percentile(latencies, 99) * 1000, 3),
-        "pairs_s_relay_off": round(mean_off, 1),
-        "pairs_s_relay_on": round(mean_on, 1),
-        "relay_cost_pct": round((1 - mean_on / mean_off) * 100, 1),
-        "pairs_s_no_notify_trigger": round(no_trigger, 1),
+        "pairs_s_relay_off": round(mid_off, 1),
+        "pairs_s_relay_on": round(mid_on, 1),
+        "relay_cost_pct": round((1 - mid_on / mid_off) * 100, 1),
+        "relay_cost_pct_per_round": [round((1 - b / a) * 100, 1) for a, b in zip(off, on, strict=True)],
+        "pairs_s_no_notify_trigger": round(statistics.median(no_trigger), 1),
         "e2e_samples": len(latencies),
         "commit_to_relay_send_p50_ms": round(percentile(handed, 50) * 1000, 3),
         "commit_to_relay_send_p99_ms": round(percentile(handed, 99) * 1000, 3),
-        "rounds": {"relay_off": [round(x, 1) for x in off], "relay_on": [round(x, 1) for x in on]},
+        "rounds": {
+            "relay_off": [round(x, 1) for x in off],
+            "relay_on": [round(x, 1) for x in on],
+            "no_notify_trigger": [round(x, 1) for x in no_trigger],
+        },
         "relay_linger_ms": float(LINGER_MS),
         **ENGINE_COST_CPU,
         "clients": args.clients,
@@ -350,7 +364,7 @@ def main() -> None:
     )
     parser.add_argument("--dsn", help="PostgreSQL DSN (default: embedded under .omninode/bench-pgdata)")
     parser.add_argument("--seconds", type=float, default=5.0, help="per workload round")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved relay off/on rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved relay off/on rounds")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--backlog", type=int, default=40000, help="events for the throughput run")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -14,6 +14,7 @@ import sys
 
 import click
 
+import omninode_bridge.events.cli  # noqa: F401 - adds `relay` and `events --follow/--after` to main
 from omninode_bridge.locks.cli import Context, db_options, fail, main, pass_ctx
 from omninode_bridge.locks.cli import run as run_coro
 from omninode_bridge.locks.client import LockClient
