@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncpg
 
-from omninode_bridge.core.logging import LogLevel, emit_log_event
 from omninode_bridge import __version__
+from omninode_bridge.core.logging import LogLevel, emit_log_event
 from omninode_bridge.locks.errors import LockDatabaseError, SchemaVersionError
 from omninode_bridge.locks.queries import check_schema, load_migrations, load_queries
 
