@@ -52,6 +52,7 @@ class KafkaSink:
         self.request_timeout_ms = request_timeout_ms
         self.idempotence = idempotence
         self.idempotent: bool | None = None  # what the running producer does
+        self._announced: bool | None = None  # the mode last said in the log
         self._producer: Any = None
         self._partitions: dict[str, list[int]] = {}
         self._chosen: dict[tuple[str, bytes], int] = {}
@@ -70,13 +71,16 @@ class KafkaSink:
             self._producer = await self._open(idempotent=want)
             self.idempotent = want
         except KafkaError as err:
-            if not (want and self.idempotence == "auto" and _refused_producer_id(err)):
+            refused = want and _refused_producer_id(err)
+            if refused and self.idempotence == "on":
+                raise BrokerError(
+                    f"Kafka at {self.bootstrap_servers} refused an idempotent producer ({type(err).__name__}): "
+                    "relay with idempotence auto (falls back to acks=all) or off"
+                ) from err
+            if not refused:
                 raise BrokerError(
                     f"cannot reach Kafka at {self.bootstrap_servers}: {type(err).__name__}"
                 ) from err
-            emit_log_event(LogLevel.WARNING, "Kafka broker refused an idempotent producer; relaying with acks=all "
-                           "only (a retried batch may be stored twice, with the same event_id)",
-                           {"bootstrap_servers": self.bootstrap_servers})  # fmt: skip
             self.idempotent = False
             try:
                 self._producer = await self._open(idempotent=False)
@@ -88,6 +92,24 @@ class KafkaSink:
             raise BrokerError(
                 f"cannot reach Kafka at {self.bootstrap_servers}: {type(err).__name__}"
             ) from err
+        self._announce()
+
+    def _announce(self) -> None:
+        """Say which producer mode runs - once, not on every reconnect (only again if it
+        changes)."""
+        if self._announced is self.idempotent:
+            return
+        self._announced = self.idempotent
+        where = {"bootstrap_servers": self.bootstrap_servers, "idempotent": self.idempotent, "acks": "all"}
+        if self.idempotent:
+            emit_log_event(LogLevel.INFO, "Kafka producer: idempotent, acks=all", where)
+        elif self.idempotence == "off":
+            emit_log_event(LogLevel.INFO, "Kafka producer: acks=all, idempotence off as configured "
+                           "(a retried batch may be stored twice, with the same event_id)", where)  # fmt: skip
+        else:
+            emit_log_event(LogLevel.WARNING, "Kafka broker refused an idempotent producer; relaying with "
+                           "acks=all and one batch in flight per partition (order per lock kept; a retried "
+                           "batch may be stored twice, with the same event_id)", where)  # fmt: skip
 
     async def _open(self, *, idempotent: bool) -> Any:
         from aiokafka import AIOKafkaProducer  # the [kafka] extra

