@@ -65,6 +65,8 @@ END
 $$
 """
 ENGINE_COST_CPU: dict[str, float] = {}
+BROKER_PID = [0]
+BACKENDS = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
 UNRELAYED = f"SELECT count(*) FROM {SCHEMA}.events WHERE relayed_at IS NULL"
 
 
@@ -95,6 +97,7 @@ def tansu() -> Iterator[str]:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
+        BROKER_PID[0] = proc.pid
         yield f"127.0.0.1:{port}"
     finally:
         proc.terminate()
@@ -227,17 +230,23 @@ async def engine_cost(
     off: list[float] = []
     on: list[float] = []
     no_trigger: list[float] = []
-    relay_cpu = events = 0.0
+    relay_cpu = relay_pg_cpu = broker_cpu = events = 0.0
     for _ in range(rounds):
         await drained(pool, 120)
         off.append((await worker_proc(dsn, seconds, clients, None))["pairs_s"])
+        before = {r["pid"] for r in await pool.fetch(BACKENDS)}
         proc = relay_proc(dsn, bootstrap)
         try:
             await asyncio.sleep(1.0)  # started, producer connected
+            relay_backends = [r["pid"] for r in await pool.fetch(BACKENDS) if r["pid"] not in before]
             cpu_before = cpu_seconds(proc.pid)
+            pg_before = sum(cpu_seconds(pid) for pid in relay_backends)
+            broker_before = cpu_seconds(BROKER_PID[0])
             run = await worker_proc(dsn, seconds, clients, None)
             await drained(pool, 120)  # the relay-off round must not relay this round's events
             relay_cpu += cpu_seconds(proc.pid) - cpu_before
+            relay_pg_cpu += sum(cpu_seconds(pid) for pid in relay_backends) - pg_before
+            broker_cpu += cpu_seconds(BROKER_PID[0]) - broker_before
             events += 2 * run["pairs"]
             on.append(run["pairs_s"])
         finally:
@@ -245,6 +254,8 @@ async def engine_cost(
         no_trigger.append(await trigger_cost(dsn, pool, seconds, clients))
         await pool.execute(f"UPDATE {SCHEMA}.events SET relayed_at = now() WHERE relayed_at IS NULL")
     ENGINE_COST_CPU["relay_cpu_ms_per_1k_events"] = round(relay_cpu / max(events, 1) * 1e6, 1)
+    ENGINE_COST_CPU["relay_postgres_cpu_ms_per_1k_events"] = round(relay_pg_cpu / max(events, 1) * 1e6, 1)
+    ENGINE_COST_CPU["broker_cpu_ms_per_1k_events"] = round(broker_cpu / max(events, 1) * 1e6, 1)
     return off, on, no_trigger
 
 
@@ -339,6 +350,9 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "pairs_s_relay_on": round(mid_on, 1),
         "relay_cost_pct": round((1 - mid_on / mid_off) * 100, 1),
         "relay_cost_pct_per_round": [round((1 - b / a) * 100, 1) for a, b in zip(off, on, strict=True)],
+        "relay_cost_pct_median_of_rounds": round(
+            statistics.median((1 - b / a) * 100 for a, b in zip(off, on, strict=True)), 1
+        ),
         "pairs_s_no_notify_trigger": round(statistics.median(no_trigger), 1),
         "e2e_samples": len(latencies),
         "commit_to_relay_send_p50_ms": round(percentile(handed, 50) * 1000, 3),

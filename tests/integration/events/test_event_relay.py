@@ -229,11 +229,16 @@ async def test_correlation_id_from_the_writing_transaction(
 
 
 async def test_the_kafka_value_is_the_feeds_envelope_and_old_rows_get_their_derived_id(
-    dsn: str, broker: Broker, prefix: str, pool: asyncpg.Pool
+    dsn: str, settings: LockSettings, broker: Broker, prefix: str, pool: asyncpg.Pool
 ) -> None:
     """The relay builds message values in SQL; a consumer gets what the feed gives for the
-    same event, and a row older than migration 0003 (no event_id) its derived id."""
-    await make_events(dsn, 3)
+    same event (strings escaped alike), and a row older than migration 0003 (no event_id)
+    its derived id."""
+    await make_events(dsn, 2)
+    async with LockClient.connect(dsn, settings=settings, cleanup=False, owner_id='o "q" \\ ü\t') as locks:
+        await locks.release(
+            await locks.acquire('name "quoted" \\ back ünï\n', ttl=30, metadata={"k": 'v"\\'})
+        )
     await pool.execute(
         "UPDATE omninode_locks.events SET event_id = NULL WHERE id = (SELECT min(id) FROM omninode_locks.events)"
     )
