@@ -64,7 +64,7 @@ BEGIN
 END
 $$
 """
-ENGINE_COST_CPU: dict[str, float] = {}
+ENGINE_COST_CPU: dict[str, Any] = {}
 BROKER_PID = [0]
 BACKENDS = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
 UNRELAYED = f"SELECT count(*) FROM {SCHEMA}.events WHERE relayed_at IS NULL"
@@ -110,13 +110,23 @@ def tansu() -> Iterator[str]:
 LINGER_MS = os.environ.get("BENCH_RELAY_LINGER_MS", str(LINGER * 1000))
 
 
-def relay_proc(dsn: str, bootstrap: str) -> subprocess.Popen[bytes]:
+BASE_SRC = os.environ.get("BENCH_BASE_SRC")  # another tree's src/: its relay runs as a third arm
+
+
+def relay_proc(dsn: str, bootstrap: str, src: str | None = None) -> subprocess.Popen[bytes]:
     env = {**os.environ, "OMNINODE_POSTGRES_DSN": dsn, "OMNINODE_LOCK_SCHEMA": SCHEMA,
            "OMNINODE_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "OMNINODE_KAFKA_TOPIC_PREFIX": PREFIX}  # fmt: skip
-    return subprocess.Popen(
-        [sys.executable, "-m", "omninode_bridge.events.cli", "relay", "--batch-size", "1000", "--linger-ms", LINGER_MS],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    args = ["--batch-size", "1000"]
+    if src is not None:
+        env["PYTHONPATH"] = src  # that tree's relay with its own defaults
+    else:
+        args += ["--linger-ms", LINGER_MS]
+    log = RESULTS / ".relay-stderr.log"  # read after a failure; never a pipe nobody drains
+    with log.open("ab") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "omninode_bridge.events.cli", "relay", *args],
+            env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
 
 
 def cpu_seconds(pid: int) -> float:
@@ -222,41 +232,71 @@ async def relay_throughput(dsn: str, bootstrap: str, pool: asyncpg.Pool, events:
     return (total - done_first) / elapsed
 
 
-async def engine_cost(
-    dsn: str, bootstrap: str, pool: asyncpg.Pool, seconds: float, rounds: int, clients: int
-) -> tuple[list[float], list[float], list[float]]:
-    """Interleaved rounds of the same workload: relay off, relay on, and relay off with the
-    outbox NOTIFY trigger dropped (what the trigger costs the engine by itself)."""
-    off: list[float] = []
-    on: list[float] = []
-    no_trigger: list[float] = []
-    relay_cpu = relay_pg_cpu = broker_cpu = events = 0.0
-    for _ in range(rounds):
-        await drained(pool, 120)
-        off.append((await worker_proc(dsn, seconds, clients, None))["pairs_s"])
+async def relay_round(
+    dsn: str, pool: asyncpg.Pool, seconds: float, clients: int, src: str | None, cpu: dict[str, float]
+) -> float:
+    """One workload round with a relay running (a fresh broker: Tansu's memory storage
+    slows as topics grow); adds the CPU of the relay, its PostgreSQL backends and the
+    broker to ``cpu``; returns pairs/s."""
+    with tansu() as bootstrap:
         before = {r["pid"] for r in await pool.fetch(BACKENDS)}
-        proc = relay_proc(dsn, bootstrap)
+        proc = relay_proc(dsn, bootstrap, src)
         try:
-            await asyncio.sleep(1.0)  # started, producer connected
-            relay_backends = [r["pid"] for r in await pool.fetch(BACKENDS) if r["pid"] not in before]
-            cpu_before = cpu_seconds(proc.pid)
-            pg_before = sum(cpu_seconds(pid) for pid in relay_backends)
-            broker_before = cpu_seconds(BROKER_PID[0])
+            await drained(pool, 120)  # the backlog of the relay-off rounds first
+            await asyncio.sleep(0.5)
+            backends = [r["pid"] for r in await pool.fetch(BACKENDS) if r["pid"] not in before]
+            relay0, pg0, broker0 = (cpu_seconds(proc.pid), sum(cpu_seconds(p) for p in backends),
+                                    cpu_seconds(BROKER_PID[0]))  # fmt: skip
             run = await worker_proc(dsn, seconds, clients, None)
-            await drained(pool, 120)  # the relay-off round must not relay this round's events
-            relay_cpu += cpu_seconds(proc.pid) - cpu_before
-            relay_pg_cpu += sum(cpu_seconds(pid) for pid in relay_backends) - pg_before
-            broker_cpu += cpu_seconds(BROKER_PID[0]) - broker_before
-            events += 2 * run["pairs"]
-            on.append(run["pairs_s"])
+            await drained(pool, 120)
+            cpu["relay"] += cpu_seconds(proc.pid) - relay0
+            cpu["postgres"] += sum(cpu_seconds(p) for p in backends) - pg0
+            cpu["broker"] += cpu_seconds(BROKER_PID[0]) - broker0
+            cpu["events"] += 2 * run["pairs"]
+            return float(run["pairs_s"])
         finally:
             stop_proc(proc)
-        no_trigger.append(await trigger_cost(dsn, pool, seconds, clients))
+
+
+def per_1k(cpu: dict[str, float]) -> dict[str, float]:
+    events = max(cpu["events"], 1.0)
+    return {k: round(cpu[k] / events * 1e6, 1) for k in ("relay", "postgres", "broker")}
+
+
+async def engine_cost(
+    dsn: str, pool: asyncpg.Pool, seconds: float, rounds: int, clients: int
+) -> dict[str, list[float]]:
+    """Interleaved rounds of the same workload: relay off, relay on, relay off with the
+    outbox NOTIFY trigger dropped (what the trigger costs the engine by itself), and with
+    ``BENCH_BASE_SRC`` set, the relay of that tree."""
+    arms: dict[str, list[float]] = {"off": [], "on": [], "no_trigger": []}
+    cpu = {"relay": 0.0, "postgres": 0.0, "broker": 0.0, "events": 0.0}
+    base_cpu = dict.fromkeys(cpu, 0.0)
+    if BASE_SRC:
+        arms["on_base"] = []
+    for n in range(rounds):
+        await drained(pool, 120)
+        arms["off"].append((await worker_proc(dsn, seconds, clients, None))["pairs_s"])
+        order = [None, BASE_SRC] if BASE_SRC else [None]
+        for src in order if n % 2 == 0 else order[::-1]:
+            pairs_s = await relay_round(dsn, pool, seconds, clients, src, base_cpu if src else cpu)
+            arms["on_base" if src else "on"].append(pairs_s)
+        arms["no_trigger"].append(await trigger_cost(dsn, pool, seconds, clients))
         await pool.execute(f"UPDATE {SCHEMA}.events SET relayed_at = now() WHERE relayed_at IS NULL")
-    ENGINE_COST_CPU["relay_cpu_ms_per_1k_events"] = round(relay_cpu / max(events, 1) * 1e6, 1)
-    ENGINE_COST_CPU["relay_postgres_cpu_ms_per_1k_events"] = round(relay_pg_cpu / max(events, 1) * 1e6, 1)
-    ENGINE_COST_CPU["broker_cpu_ms_per_1k_events"] = round(broker_cpu / max(events, 1) * 1e6, 1)
-    return off, on, no_trigger
+    mine = per_1k(cpu)
+    ENGINE_COST_CPU["relay_cpu_ms_per_1k_events"] = mine["relay"]
+    ENGINE_COST_CPU["relay_postgres_cpu_ms_per_1k_events"] = mine["postgres"]
+    ENGINE_COST_CPU["broker_cpu_ms_per_1k_events"] = mine["broker"]
+    if BASE_SRC:
+        mid_off = statistics.median(arms["off"])
+        ENGINE_COST_CPU["base"] = {
+            "tree": BASE_SRC,
+            "pairs_s_relay_on": round(statistics.median(arms["on_base"]), 1),
+            "relay_cost_pct": round((1 - statistics.median(arms["on_base"]) / mid_off) * 100, 1),
+            "rounds": [round(x, 1) for x in arms["on_base"]],
+            "cpu_ms_per_1k_events": per_1k(base_cpu),
+        }
+    return arms
 
 
 async def end_to_end(
@@ -330,13 +370,9 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         with tansu() as bootstrap:
             relay_s = await relay_throughput(dsn, bootstrap, pool, args.backlog)
         console.print(f"  relay: {relay_s:,.0f} events/s ({args.backlog:,} events backlog)")
-        with tansu() as bootstrap:
-            off, on, no_trigger = await engine_cost(
-                dsn, bootstrap, pool, args.seconds, args.rounds, args.clients
-            )
-        console.print(
-            f"  pairs/s relay off {off}, on {on}, relay off without the NOTIFY trigger {no_trigger}"
-        )
+        arms = await engine_cost(dsn, pool, args.seconds, args.rounds, args.clients)
+        off, on, no_trigger = arms["off"], arms["on"], arms["no_trigger"]
+        console.print(f"  pairs/s {arms}")
         with tansu() as bootstrap:
             latencies, handed = await end_to_end(dsn, bootstrap, pool, args.seconds, args.clients)
     finally:
