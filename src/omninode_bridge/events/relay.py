@@ -1,16 +1,20 @@
-"""The outbox relay: claim, publish, mark - at least once, in commit order per lock.
+"""The outbox relay: claim and mark, publish, commit - at least once, in commit order per lock.
 
-One round (:meth:`Relay.relay_once`) runs in one transaction: lock the oldest unrelayed
-events no other relay holds (``FOR UPDATE SKIP LOCKED``), publish the ones whose lock
-has no older event held by another relay, wait for the broker's acknowledgements, set
-``relayed_at``, commit. A relay that dies mid-round never commits: its rows unlock and
-the next round (its own after a restart, or another relay's) sends them again with the
-same ``event_id`` - at least once. Live relays never claim the same row, so in normal
+One round (:meth:`Relay.relay_once`) runs in one transaction. One statement locks the
+oldest unrelayed events no other relay holds (``FOR UPDATE SKIP LOCKED``), sets
+``relayed_at`` on those whose lock has no older event held by another relay and returns
+them as ready Kafka messages (the JSON is built in SQL); the relay publishes them, waits
+for the broker's acknowledgements, and only then commits. A failed publish rolls the
+marks back; a relay that dies mid-round never commits: its rows unlock and the next
+round (its own after a restart, or another relay's) sends them again with the same
+``event_id`` - at least once. Live relays never claim the same row, so in normal
 operation nothing is sent twice.
 
-When a round finds nothing the relay arms the outbox trigger, looks once more, and
-sleeps until the NOTIFY of the next commit with events or, as a safety net, ``sweep``
-seconds.
+While busy, rounds start at most once per ``linger`` seconds, so a round carries what
+committed meanwhile (fewer, larger rounds as the load grows; an event waits at most
+about that long). When a round finds nothing the relay arms the outbox trigger, looks
+once more, gives its connection back to the pool and sleeps until the NOTIFY of the next
+commit with events or, as a safety net, ``sweep`` seconds.
 """
 
 from __future__ import annotations
