@@ -147,14 +147,14 @@ class Relay:
 
     # -- one round ------------------------------------------------------------------
 
-    async def relay_once(self) -> tuple[int, int]:
+    async def relay_once(self, *, keep_connection: bool = False) -> tuple[int, int]:
         """Claim and publish one batch; returns (claimed, published). Raises
         :class:`BrokerError` (nothing marked) when the broker did not acknowledge.
 
         Three round trips: BEGIN, one statement that claims, marks and builds the
-        messages (``claim_batch``), COMMIT after the broker's acknowledgement. The
-        connection stays with the relay while it is busy (:meth:`release_connection`
-        gives it back to the pool when it goes idle)."""
+        messages (``claim_batch``), COMMIT after the broker's acknowledgement. With
+        ``keep_connection`` (:meth:`run` while busy) the connection stays with the relay
+        for the next round; :meth:`release_connection` gives it back."""
         if self._stream_id is None:
             self._stream_id = uuid.UUID(str(await self.pool.fetchval(self._q["stream_id"])))
         conn = self._conn
@@ -173,6 +173,8 @@ class Relay:
         except BaseException:
             await self.release_connection()  # a broken connection goes back to be closed
             raise
+        if not keep_connection:
+            await self.release_connection()
         self.relayed_total += len(ready)
         self.rounds += 1
         return claimed, len(ready)
@@ -198,7 +200,7 @@ class Relay:
                 ticket = self.wakeup.ticket() if self.wakeup is not None else None
                 started = time.monotonic()
                 try:
-                    claimed, published = await self.relay_once()
+                    claimed, published = await self.relay_once(keep_connection=True)
                 except BrokerError as err:
                     backoff = await self._failed(err, backoff, broker=True)
                     await self.sink.reset()

@@ -344,3 +344,18 @@ async def test_tansu_refuses_idempotence_so_auto_falls_back_and_says_so_once(
     assert "refused an idempotent producer" in modes[0].getMessage() and "acks=all" in modes[0].getMessage()
     rows = await outbox(dsn)
     check_delivery(await consume(broker.bootstrap, prefix, len(rows)), rows, exactly_once=True)
+
+
+async def test_a_round_outside_run_gives_its_connection_back(dsn: str, broker: Broker, prefix: str) -> None:
+    """Only the loop keeps a connection between rounds; a caller's own round does not, so
+    closing the pool after it does not wait for a connection nobody will release."""
+    await make_events(dsn, 5)
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    sink = KafkaSink(broker.bootstrap, prefix)
+    try:
+        relay = Relay(pool, SCHEMA, sink, batch_size=4)
+        assert await relay.relay_once() == (4, 4)
+        assert pool.get_idle_size() == pool.get_size(), "nothing held after the round"
+    finally:
+        await sink.stop()
+        await asyncio.wait_for(pool.close(), 10)
