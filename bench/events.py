@@ -8,14 +8,15 @@ relay as its own process (``omninode-lock relay``) as it runs in production:
   engine's functions) drained to the broker: events / second, first to last relayed;
 * **pairs_s_relay_off / pairs_s_relay_on** - the engine's acquire+release pairs / s
   (8 clients in a worker process, one lock name each) without and with the relay
-  running, interleaved in rounds in the same run;
+  running, interleaved in rounds in the same run (medians of the rounds; the same
+  workload both ways);
 * **e2e_p50_ms / e2e_p99_ms** - from an acquire's commit (stamped in the worker when
   the call returns) to an aiokafka consumer in this process receiving its
   ``lock_acquired`` message, with the same lock workload running. Both stamps are
   ``time.time()`` on this machine.
 
 Also reported: pairs/s with the outbox NOTIFY trigger dropped (what the trigger itself
-costs). Writes ``bench/results/events.json``.
+costs), in the same interleaved rounds. Writes ``bench/results/events.json``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -39,6 +41,7 @@ from rich.console import Console
 
 from bench.engine import percentile
 from omninode_bridge.events import topic_for
+from omninode_bridge.events.relay import LINGER
 from omninode_bridge.locks import LockClient, LockSettings
 from omninode_bridge.locks.embedded import start_embedded
 from omninode_bridge.locks.migrate import migrate
@@ -61,7 +64,9 @@ BEGIN
 END
 $$
 """
-ENGINE_COST_CPU: dict[str, float] = {}
+ENGINE_COST_CPU: dict[str, Any] = {}
+BROKER_PID = [0]
+BACKENDS = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
 UNRELAYED = f"SELECT count(*) FROM {SCHEMA}.events WHERE relayed_at IS NULL"
 
 
@@ -92,6 +97,7 @@ def tansu() -> Iterator[str]:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
+        BROKER_PID[0] = proc.pid
         yield f"127.0.0.1:{port}"
     finally:
         proc.terminate()
@@ -101,16 +107,26 @@ def tansu() -> Iterator[str]:
 # -- processes ------------------------------------------------------------------------
 
 
-LINGER_MS = os.environ.get("BENCH_RELAY_LINGER_MS", "5")
+LINGER_MS = os.environ.get("BENCH_RELAY_LINGER_MS", str(LINGER * 1000))
 
 
-def relay_proc(dsn: str, bootstrap: str) -> subprocess.Popen[bytes]:
+BASE_SRC = os.environ.get("BENCH_BASE_SRC")  # another tree's src/: its relay runs as a third arm
+
+
+def relay_proc(dsn: str, bootstrap: str, src: str | None = None) -> subprocess.Popen[bytes]:
     env = {**os.environ, "OMNINODE_POSTGRES_DSN": dsn, "OMNINODE_LOCK_SCHEMA": SCHEMA,
            "OMNINODE_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "OMNINODE_KAFKA_TOPIC_PREFIX": PREFIX}  # fmt: skip
-    return subprocess.Popen(
-        [sys.executable, "-m", "omninode_bridge.events.cli", "relay", "--batch-size", "1000", "--linger-ms", LINGER_MS],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    args = ["--batch-size", "1000"]
+    if src is not None:
+        env["PYTHONPATH"] = src  # that tree's relay with its own defaults
+    else:
+        args += ["--linger-ms", LINGER_MS]
+    log = RESULTS / ".relay-stderr.log"  # read after a failure; never a pipe nobody drains
+    with log.open("ab") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "omninode_bridge.events.cli", "relay", *args],
+            env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
 
 
 def cpu_seconds(pid: int) -> float:
@@ -216,28 +232,71 @@ async def relay_throughput(dsn: str, bootstrap: str, pool: asyncpg.Pool, events:
     return (total - done_first) / elapsed
 
 
-async def engine_cost(
-    dsn: str, bootstrap: str, pool: asyncpg.Pool, seconds: float, rounds: int, clients: int
-) -> tuple[list[float], list[float]]:
-    off: list[float] = []
-    on: list[float] = []
-    relay_cpu = events = 0.0
-    for _ in range(rounds):
-        await drained(pool, 120)
-        off.append((await worker_proc(dsn, seconds, clients, None))["pairs_s"])
-        proc = relay_proc(dsn, bootstrap)
+async def relay_round(
+    dsn: str, pool: asyncpg.Pool, seconds: float, clients: int, src: str | None, cpu: dict[str, float]
+) -> float:
+    """One workload round with a relay running (a fresh broker: Tansu's memory storage
+    slows as topics grow); adds the CPU of the relay, its PostgreSQL backends and the
+    broker to ``cpu``; returns pairs/s."""
+    with tansu() as bootstrap:
+        before = {r["pid"] for r in await pool.fetch(BACKENDS)}
+        proc = relay_proc(dsn, bootstrap, src)
         try:
-            await asyncio.sleep(1.0)  # started, producer connected
-            cpu_before = cpu_seconds(proc.pid)
+            await drained(pool, 120)  # the backlog of the relay-off rounds first
+            await asyncio.sleep(0.5)
+            backends = [r["pid"] for r in await pool.fetch(BACKENDS) if r["pid"] not in before]
+            relay0, pg0, broker0 = (cpu_seconds(proc.pid), sum(cpu_seconds(p) for p in backends),
+                                    cpu_seconds(BROKER_PID[0]))  # fmt: skip
             run = await worker_proc(dsn, seconds, clients, None)
-            await drained(pool, 120)  # the relay-off round must not relay this round's events
-            relay_cpu += cpu_seconds(proc.pid) - cpu_before
-            events += 2 * run["pairs"]
-            on.append(run["pairs_s"])
+            await drained(pool, 120)
+            cpu["relay"] += cpu_seconds(proc.pid) - relay0
+            cpu["postgres"] += sum(cpu_seconds(p) for p in backends) - pg0
+            cpu["broker"] += cpu_seconds(BROKER_PID[0]) - broker0
+            cpu["events"] += 2 * run["pairs"]
+            return float(run["pairs_s"])
         finally:
             stop_proc(proc)
-    ENGINE_COST_CPU["relay_cpu_ms_per_1k_events"] = round(relay_cpu / max(events, 1) * 1e6, 1)
-    return off, on
+
+
+def per_1k(cpu: dict[str, float]) -> dict[str, float]:
+    events = max(cpu["events"], 1.0)
+    return {k: round(cpu[k] / events * 1e6, 1) for k in ("relay", "postgres", "broker")}
+
+
+async def engine_cost(
+    dsn: str, pool: asyncpg.Pool, seconds: float, rounds: int, clients: int
+) -> dict[str, list[float]]:
+    """Interleaved rounds of the same workload: relay off, relay on, relay off with the
+    outbox NOTIFY trigger dropped (what the trigger costs the engine by itself), and with
+    ``BENCH_BASE_SRC`` set, the relay of that tree."""
+    arms: dict[str, list[float]] = {"off": [], "on": [], "no_trigger": []}
+    cpu = {"relay": 0.0, "postgres": 0.0, "broker": 0.0, "events": 0.0}
+    base_cpu = dict.fromkeys(cpu, 0.0)
+    if BASE_SRC:
+        arms["on_base"] = []
+    for n in range(rounds):
+        await drained(pool, 120)
+        arms["off"].append((await worker_proc(dsn, seconds, clients, None))["pairs_s"])
+        order = [None, BASE_SRC] if BASE_SRC else [None]
+        for src in order if n % 2 == 0 else order[::-1]:
+            pairs_s = await relay_round(dsn, pool, seconds, clients, src, base_cpu if src else cpu)
+            arms["on_base" if src else "on"].append(pairs_s)
+        arms["no_trigger"].append(await trigger_cost(dsn, pool, seconds, clients))
+        await pool.execute(f"UPDATE {SCHEMA}.events SET relayed_at = now() WHERE relayed_at IS NULL")
+    mine = per_1k(cpu)
+    ENGINE_COST_CPU["relay_cpu_ms_per_1k_events"] = mine["relay"]
+    ENGINE_COST_CPU["relay_postgres_cpu_ms_per_1k_events"] = mine["postgres"]
+    ENGINE_COST_CPU["broker_cpu_ms_per_1k_events"] = mine["broker"]
+    if BASE_SRC:
+        mid_off = statistics.median(arms["off"])
+        ENGINE_COST_CPU["base"] = {
+            "tree": BASE_SRC,
+            "pairs_s_relay_on": round(statistics.median(arms["on_base"]), 1),
+            "relay_cost_pct": round((1 - statistics.median(arms["on_base"]) / mid_off) * 100, 1),
+            "rounds": [round(x, 1) for x in arms["on_base"]],
+            "cpu_ms_per_1k_events": per_1k(base_cpu),
+        }
+    return arms
 
 
 async def end_to_end(
@@ -311,28 +370,34 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         with tansu() as bootstrap:
             relay_s = await relay_throughput(dsn, bootstrap, pool, args.backlog)
         console.print(f"  relay: {relay_s:,.0f} events/s ({args.backlog:,} events backlog)")
-        with tansu() as bootstrap:
-            off, on = await engine_cost(dsn, bootstrap, pool, args.seconds, args.rounds, args.clients)
-        console.print(f"  pairs/s relay off {off}, on {on}")
-        no_trigger = await trigger_cost(dsn, pool, args.seconds, args.clients)
-        console.print(f"  pairs/s without the NOTIFY trigger: {no_trigger:,.0f}")
+        arms = await engine_cost(dsn, pool, args.seconds, args.rounds, args.clients)
+        off, on, no_trigger = arms["off"], arms["on"], arms["no_trigger"]
+        console.print(f"  pairs/s {arms}")
         with tansu() as bootstrap:
             latencies, handed = await end_to_end(dsn, bootstrap, pool, args.seconds, args.clients)
     finally:
         await pool.close()
-    mean_off, mean_on = sum(off) / len(off), sum(on) / len(on)
+    mid_off, mid_on = statistics.median(off), statistics.median(on)
     return {
         "relay_events_s": round(relay_s, 1),
         "e2e_p50_ms": round(percentile(latencies, 50) * 1000, 3),
         "e2e_p99_ms": round(percentile(latencies, 99) * 1000, 3),
-        "pairs_s_relay_off": round(mean_off, 1),
-        "pairs_s_relay_on": round(mean_on, 1),
-        "relay_cost_pct": round((1 - mean_on / mean_off) * 100, 1),
-        "pairs_s_no_notify_trigger": round(no_trigger, 1),
+        "pairs_s_relay_off": round(mid_off, 1),
+        "pairs_s_relay_on": round(mid_on, 1),
+        "relay_cost_pct": round((1 - mid_on / mid_off) * 100, 1),
+        "relay_cost_pct_per_round": [round((1 - b / a) * 100, 1) for a, b in zip(off, on, strict=True)],
+        "relay_cost_pct_median_of_rounds": round(
+            statistics.median((1 - b / a) * 100 for a, b in zip(off, on, strict=True)), 1
+        ),
+        "pairs_s_no_notify_trigger": round(statistics.median(no_trigger), 1),
         "e2e_samples": len(latencies),
         "commit_to_relay_send_p50_ms": round(percentile(handed, 50) * 1000, 3),
         "commit_to_relay_send_p99_ms": round(percentile(handed, 99) * 1000, 3),
-        "rounds": {"relay_off": [round(x, 1) for x in off], "relay_on": [round(x, 1) for x in on]},
+        "rounds": {
+            "relay_off": [round(x, 1) for x in off],
+            "relay_on": [round(x, 1) for x in on],
+            "no_notify_trigger": [round(x, 1) for x in no_trigger],
+        },
         "relay_linger_ms": float(LINGER_MS),
         **ENGINE_COST_CPU,
         "clients": args.clients,
@@ -349,7 +414,7 @@ def main() -> None:
     )
     parser.add_argument("--dsn", help="PostgreSQL DSN (default: embedded under .omninode/bench-pgdata)")
     parser.add_argument("--seconds", type=float, default=5.0, help="per workload round")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved relay off/on rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved relay off/on rounds")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--backlog", type=int, default=40000, help="events for the throughput run")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -8,7 +8,13 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from omninode_bridge.events.envelope import encode, envelope_from_row, event_id_for, topic_for
+from omninode_bridge.events.envelope import (
+    encode,
+    envelope_from_row,
+    event_id_for,
+    topic_for,
+    with_derived_id,
+)
 from omninode_bridge.locks import LockValidationError
 
 STREAM = uuid.UUID("6f1c1a52-4c1e-4f7e-9a43-0c6d2f1b9e11")
@@ -78,3 +84,17 @@ def test_rows_older_than_the_event_id_column_get_a_stable_derived_id() -> None:
     assert first != event_id_for(row(event_id=None, id=42), STREAM)
     assert first != event_id_for(row(event_id=None), uuid.uuid4())  # another outbox
     assert uuid.UUID(first).version == 5
+
+
+def test_whole_seconds_keep_six_digits_of_microseconds() -> None:
+    """The relay's SQL writes occurred_at with .US always; the feed writes the same."""
+    envelope = envelope_from_row(row(created_at=datetime(2026, 12, 1, 14, 0, 0, tzinfo=UTC)), STREAM)
+    assert envelope["occurred_at"] == "2026-12-01T14:00:00.000000Z"
+
+
+def test_a_value_built_for_an_old_row_gets_the_derived_id() -> None:
+    value = json.dumps({"event_id": None, "id": 41, "lock_name": "x"}).encode()
+    fixed = json.loads(with_derived_id(value, 41, STREAM))
+    assert fixed == {"event_id": event_id_for(row(event_id=None), STREAM), "id": 41, "lock_name": "x"}
+    assert list(fixed) == ["event_id", "id", "lock_name"], "key order kept"
+    assert with_derived_id(value, 41, STREAM) == with_derived_id(value, 41, STREAM)

@@ -19,6 +19,7 @@ import click
 
 from omninode_bridge.events.envelope import Envelope
 from omninode_bridge.events.queries import load_event_queries
+from omninode_bridge.events.relay import LINGER
 from omninode_bridge.events.runner import kafka_sink, open_feed, open_relay
 from omninode_bridge.locks.cli import Context, db_options, fail, main, pass_ctx, run
 from omninode_bridge.locks.client import LockClient
@@ -99,10 +100,10 @@ def _stop_on_signals() -> asyncio.Event:
 @click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 10000))
 @click.option(
     "--linger-ms",
-    default=5.0,
+    default=LINGER * 1000,
     show_default=True,
     type=click.FloatRange(0, 1000),
-    help="After a partial batch, wait this long for more events (fewer, larger rounds).",
+    help="While busy, at most one round per this many ms (fewer, larger rounds; bounds the added latency).",
 )
 @click.option(
     "--idempotence",

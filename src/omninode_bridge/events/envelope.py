@@ -62,8 +62,9 @@ def topic_for(event_type: str, prefix: str = DEFAULT_PREFIX) -> str:
 
 
 def iso_utc(moment: datetime) -> str:
-    """ISO 8601 in UTC with a ``Z``, microseconds kept (the database clock's value)."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    """ISO 8601 in UTC with a ``Z`` and always six digits of microseconds (the database
+    clock's value; the relay's SQL writes the same form)."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def event_id_for(row: Row, stream_id: uuid.UUID) -> str:
@@ -72,7 +73,11 @@ def event_id_for(row: Row, stream_id: uuid.UUID) -> str:
     own = row["event_id"]
     if own is not None:
         return str(own)
-    return str(uuid.uuid5(stream_id, f"outbox:{row['id']}"))
+    return derived_event_id(int(row["id"]), stream_id)
+
+
+def derived_event_id(outbox_id: int, stream_id: uuid.UUID) -> str:
+    return str(uuid.uuid5(stream_id, f"outbox:{outbox_id}"))
 
 
 def envelope_from_row(row: Row, stream_id: uuid.UUID) -> Envelope:
@@ -91,6 +96,15 @@ def envelope_from_row(row: Row, stream_id: uuid.UUID) -> Envelope:
         correlation_id=row["correlation_id"],
         payload=clean,
     )
+
+
+def with_derived_id(value: bytes, outbox_id: int, stream_id: uuid.UUID) -> bytes:
+    """A message value the relay's SQL built for a row older than migration 0003 (its
+    ``event_id`` is null there), with the derived id filled in - the same on every
+    delivery (key order kept)."""
+    envelope = json.loads(value)
+    envelope["event_id"] = derived_event_id(outbox_id, stream_id)
+    return json.dumps(envelope, separators=(",", ":")).encode()
 
 
 def encode(envelope: Envelope) -> bytes:

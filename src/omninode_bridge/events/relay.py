@@ -1,16 +1,20 @@
-"""The outbox relay: claim, publish, mark - at least once, in commit order per lock.
+"""The outbox relay: claim and mark, publish, commit - at least once, in commit order per lock.
 
-One round (:meth:`Relay.relay_once`) runs in one transaction: lock the oldest unrelayed
-events no other relay holds (``FOR UPDATE SKIP LOCKED``), publish the ones whose lock
-has no older event held by another relay, wait for the broker's acknowledgements, set
-``relayed_at``, commit. A relay that dies mid-round never commits: its rows unlock and
-the next round (its own after a restart, or another relay's) sends them again with the
-same ``event_id`` - at least once. Live relays never claim the same row, so in normal
+One round (:meth:`Relay.relay_once`) runs in one transaction. One statement locks the
+oldest unrelayed events no other relay holds (``FOR UPDATE SKIP LOCKED``), sets
+``relayed_at`` on those whose lock has no older event held by another relay and returns
+them as ready Kafka messages (the JSON is built in SQL); the relay publishes them, waits
+for the broker's acknowledgements, and only then commits. A failed publish rolls the
+marks back; a relay that dies mid-round never commits: its rows unlock and the next
+round (its own after a restart, or another relay's) sends them again with the same
+``event_id`` - at least once. Live relays never claim the same row, so in normal
 operation nothing is sent twice.
 
-When a round finds nothing the relay arms the outbox trigger, looks once more, and
-sleeps until the NOTIFY of the next commit with events or, as a safety net, ``sweep``
-seconds.
+While busy, rounds start at most once per ``linger`` seconds, so a round carries what
+committed meanwhile (fewer, larger rounds as the load grows; an event waits at most
+about that long). When a round finds nothing the relay arms the outbox trigger, looks
+once more, gives its connection back to the pool and sleeps until the NOTIFY of the next
+commit with events or, as a safety net, ``sweep`` seconds.
 """
 
 from __future__ import annotations
@@ -21,19 +25,21 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from omninode_bridge.core.logging import LogLevel, emit_log_event
-from omninode_bridge.events.envelope import Envelope, envelope_from_row
+from omninode_bridge.events.envelope import Row, with_derived_id
 from omninode_bridge.events.kafka import BrokerError
 from omninode_bridge.events.queries import load_event_queries
 from omninode_bridge.events.wakeup import OutboxWakeup
 
 BATCH_SIZE = 1000
-LINGER = 0.005  # after a partial batch, let a few more commits gather (fewer, larger rounds)
+LINGER = 0.015  # while busy, at most one round per this many seconds (fewer, larger rounds)
 SWEEP_INTERVAL = 5.0
 HEARTBEAT_INTERVAL = 10.0
 MAX_BACKOFF = 5.0
@@ -41,11 +47,13 @@ BACKLOG_COUNT_CAP = 1_000_000
 
 
 class Sink(Protocol):
-    """Where relayed envelopes go (:class:`~omninode_bridge.events.kafka.KafkaSink`)."""
+    """Where relayed messages go (:class:`~omninode_bridge.events.kafka.KafkaSink`):
+    rows with ``event_type``, ``key`` (the lock name as bytes) and ``value`` (the
+    envelope as JSON bytes), in outbox order."""
 
     def describe(self) -> str: ...
 
-    async def publish(self, envelopes: list[Envelope]) -> None: ...
+    async def publish(self, messages: Sequence[Row]) -> None: ...
 
     async def reset(self) -> None: ...
 
@@ -112,6 +120,7 @@ class Relay:
         self._state: Literal["starting", "ok", "degraded", "stopped"] = "starting"
         self._broker_ok: bool | None = None
         self._last_error: str | None = None
+        self._conn: PoolConnectionProxy[asyncpg.Record] | None = None  # held while busy
         self.relayed_total = 0
         self.rounds = 0
 
@@ -138,20 +147,44 @@ class Relay:
 
     # -- one round ------------------------------------------------------------------
 
-    async def relay_once(self) -> tuple[int, int]:
+    async def relay_once(self, *, keep_connection: bool = False) -> tuple[int, int]:
         """Claim and publish one batch; returns (claimed, published). Raises
-        :class:`BrokerError` (nothing marked) when the broker did not acknowledge."""
+        :class:`BrokerError` (nothing marked) when the broker did not acknowledge.
+
+        Three round trips: BEGIN, one statement that claims, marks and builds the
+        messages (``claim_batch``), COMMIT after the broker's acknowledgement. With
+        ``keep_connection`` (:meth:`run` while busy) the connection stays with the relay
+        for the next round; :meth:`release_connection` gives it back."""
         if self._stream_id is None:
             self._stream_id = uuid.UUID(str(await self.pool.fetchval(self._q["stream_id"])))
-        async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(self._q["claim_batch"], self.batch_size)
-            ready = [r for r in rows if not r["blocked"]]
-            if ready:
-                await self.sink.publish([envelope_from_row(r, self._stream_id) for r in ready])
-                await conn.execute(self._q["mark_relayed"], [r["id"] for r in ready])
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = await self.pool.acquire()
+        try:
+            async with conn.transaction():
+                rows = await conn.fetch(self._q["claim_batch"], self.batch_size)
+                claimed = int(rows[0]["claimed"])
+                ready: Sequence[Row] = []
+                if rows[0]["id"] is not None:
+                    ready = rows
+                    if any(r["derive_id"] for r in rows):
+                        ready = [_Legacy.of(r, self._stream_id) if r["derive_id"] else r for r in rows]
+                    await self.sink.publish(ready)
+        except BaseException:
+            await self.release_connection()  # a broken connection goes back to be closed
+            raise
+        if not keep_connection:
+            await self.release_connection()
         self.relayed_total += len(ready)
         self.rounds += 1
-        return len(rows), len(ready)
+        return claimed, len(ready)
+
+    async def release_connection(self) -> None:
+        """Give the held connection back to the pool (when idle, failing or stopping)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await self.pool.release(conn)
 
     # -- the loop -------------------------------------------------------------------
 
@@ -165,8 +198,9 @@ class Relay:
         try:
             while not stop.is_set():
                 ticket = self.wakeup.ticket() if self.wakeup is not None else None
+                started = time.monotonic()
                 try:
-                    claimed, published = await self.relay_once()
+                    claimed, published = await self.relay_once(keep_connection=True)
                 except BrokerError as err:
                     backoff = await self._failed(err, backoff, broker=True)
                     await self.sink.reset()
@@ -191,16 +225,20 @@ class Relay:
                     await _sleep_or_stop(stop, 0.005)  # another relay holds older events of a lock
                     continue
                 if published:
+                    # busy: at most one round per linger period, so rounds grow with the
+                    # load instead of multiplying; an event waits at most that long
                     armed = False
-                    await _sleep_or_stop(stop, self.linger)
+                    await _sleep_or_stop(stop, started + self.linger - time.monotonic())
                     continue  # more may have committed meanwhile: look again before sleeping
                 if self.wakeup is not None and not armed:
                     await self.wakeup.arm()  # then one more look before sleeping
                     armed = True
                     continue
+                await self.release_connection()
                 await self._idle(ticket, stop)
                 armed = False
         finally:
+            await self.release_connection()
             self._state = "stopped"
             with contextlib.suppress(Exception):
                 await self._heartbeat()
@@ -235,6 +273,23 @@ class Relay:
             await self.pool.execute(self._q["relay_seen"], self.relay_id, self.relayed_total)
 
 
+class _Legacy(NamedTuple):
+    """A row older than migration 0003 (no ``event_id`` column value) as a message."""
+
+    event_type: str
+    key: bytes
+    value: bytes
+
+    @classmethod
+    def of(cls, row: asyncpg.Record, stream_id: uuid.UUID) -> _Legacy:
+        return cls(row["event_type"], row["key"], with_derived_id(row["value"], row["id"], stream_id))
+
+    def __getitem__(self, name: Any) -> Any:
+        return getattr(self, name) if isinstance(name, str) else tuple.__getitem__(self, name)
+
+
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    if seconds <= 0:
+        return
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)

