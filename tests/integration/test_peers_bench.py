@@ -1,0 +1,71 @@
+"""`make bench`'s harness (bench/peers.py) with tiny sizes, so it does not rot.
+
+Runs our async client, the floor and session advisory locks through every scenario and
+the scale curves on the test database, then checks peers.json's shape (the issue's), the
+numbers and the other outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.peerlib.report import BEGIN, END, JSON_SYSTEMS, METRICS, SCALE_KEYS, update_readme  # noqa: E402
+from bench.peerlib.runner import Plan  # noqa: E402
+from bench.peerlib.scale import Sizes  # noqa: E402
+from bench.peers import Options, run  # noqa: E402
+
+RUN = ("omninode", "raw_upsert", "pg_advisory")
+PAIRS = ("c1_pairs_s", "c8_pairs_s", "c32_pairs_s", "c1_p95_ms")
+CONTENDED = ("handoff_p50_ms", "handoff_p99_ms", "contended_grants_s", "jain")
+
+
+async def test_peers_harness_tiny_run(dsn: str, tmp_path: Path) -> None:
+    plan = Plan(levels=(1, 8, 32), rounds=1, slice_s=0.15, warmup_s=0.05, contended_s=0.4)
+    sizes = Sizes(held=(10, 100, 1000), cleanup=(50, 500), waiters=40, p95_seconds=0.1)
+    doc = await run(Options(dsn=dsn, systems=RUN, plan=plan, sizes=sizes, quick=True, out=tmp_path))
+
+    assert json.loads((tmp_path / "peers.json").read_text()) == json.loads(json.dumps(doc))
+    assert set(doc["systems"]) == set(JSON_SYSTEMS)
+    for name in RUN:
+        entry = doc["systems"][name]
+        assert entry["reason"] is None, entry["reason"]
+        assert all(entry[m] > 0 for m in PAIRS), entry
+    for name in ("omninode", "pg_advisory"):
+        entry = doc["systems"][name]
+        assert all(entry[m] > 0 for m in CONTENDED), entry
+        assert entry["handoff_p50_ms"] <= entry["handoff_p99_ms"] and entry["jain"] <= 1
+        assert len(entry["grants_per_client"]) == 8
+    assert all(doc["systems"]["raw_upsert"][m] is None for m in CONTENDED)  # the floor has no queue
+    for name in set(JSON_SYSTEMS) - set(RUN):
+        entry = doc["systems"][name]
+        assert all(entry[m] is None for m in METRICS) and entry["reason"], entry
+
+    scale = doc["scale"]
+    assert scale["reason"] is None
+    assert all(scale[k] > 0 for k in SCALE_KEYS), scale
+    assert scale["waiters"]["waiters"] == 40 and scale["waiters_10k_connections"] <= 2 + 1  # pool + LISTEN
+
+    rows = (tmp_path / "peers.csv").read_text().splitlines()
+    assert rows[0].startswith("system,label,c1_pairs_s") and len(rows) == 1 + len(JSON_SYSTEMS)
+    table = (tmp_path / "peers.md").read_text()
+    assert "| `omninode` " in table and "Not measured:" in table
+    for png in ("peers_pairs.png", "peers_contended.png", "peers_scale.png"):
+        assert (tmp_path / png).read_bytes().startswith(b"\x89PNG")
+
+
+def test_readme_section_is_replaced_between_markers_only(tmp_path: Path) -> None:
+    readme, peers = tmp_path / "README.md", tmp_path / "peers.md"
+    readme.write_text(f"# x\n\n## Performance\nintro\n{BEGIN}\nold table\n{END}\nafter\n")
+    peers.write_text("### new table\n| a |\n")
+    update_readme(readme, peers)
+    text = readme.read_text()
+    assert text.startswith("# x\n\n## Performance\nintro\n") and text.endswith(f"{END}\nafter\n")
+    assert "### new table\n| a |" in text and "old table" not in text
+    update_readme(readme, peers)  # idempotent
+    assert readme.read_text() == text
