@@ -177,7 +177,7 @@ async def run(opts: Options) -> dict[str, Any]:
     redis = next((getattr(s, "server").version for s in systems if hasattr(s, "server")), "")  # noqa: B009
     for s in systems:
         if hasattr(s, "server"):
-            s.server.stop()  # type: ignore[attr-defined]
+            s.server.stop()
             break
     rows: dict[str, dict[str, Any]] = {}
     for o in outcomes:
@@ -225,7 +225,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
         "--readme-only", action="store_true", help="only regenerate the README section from peers.md"
     )
     a = p.parse_args(argv)
-    ints = lambda s: tuple(int(x) for x in s.split(","))  # noqa: E731
     plan = Plan(rounds=3, slice_s=0.3, warmup_s=0.1, contended_s=0.8) if a.quick else Plan()
     sizes = Sizes((1_000, 10_000, 50_000), (1_000, 10_000), 500, p95_seconds=0.5) if a.quick else Sizes()
     plan.rounds = a.rounds or plan.rounds
@@ -239,6 +238,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
     systems = tuple(s.strip() for s in a.systems.split(",") if s.strip())
     opts = Options(a.dsn, systems, plan, sizes, not a.no_scale, a.quick, a.out)
     return opts, a
+
+
+def ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(","))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -44,8 +44,8 @@ class Pals(System):
 
     async def start(self) -> None:
         try:
-            import pals  # noqa: F401
-            import psycopg2  # noqa: F401
+            import pals  # type: ignore[import-untyped]  # noqa: F401
+            import psycopg2  # type: ignore[import-untyped]  # noqa: F401
         except ImportError as err:
             raise Unavailable(f"{err.name} is not installed (pip install -e '.[bench]')") from None
 

@@ -116,16 +116,13 @@ class _RedisSystem(System):
         self.server = server
         self.clients: list[Any] = []
 
-    @property  # type: ignore[override]
-    def facts(self) -> Facts:
-        return Facts(
+    async def start(self) -> None:
+        await self.server.ensure()
+        self.facts = Facts(
             durable=self.server.durability,
             fencing="no",
             server_expiry="yes: key TTL on the Redis server",
         )
-
-    async def start(self) -> None:
-        await self.server.ensure()
 
 
 class _AsyncRedisSession:
@@ -147,7 +144,8 @@ class _AsyncRedisSession:
 
 
 class RedisPyAsync(_RedisSystem):
-    key = json_key = "redis_py"
+    key = "redis_py"
+    json_key: str | None = "redis_py"
     label = "redis-py Lock, asyncio (default 0.1 s polling)"
     note = "redis.asyncio.Redis().lock(name, timeout=30); one connection pool per client"
     poll = 0.1
@@ -191,7 +189,7 @@ class _SyncRedisSession:
 
 class RedisPySync(_RedisSystem):
     key = "redis_py_sync"
-    json_key = None
+    json_key: str | None = None
     label = "redis-py Lock, sync (default 0.1 s polling)"
     note = "redis.Redis().lock(name, timeout=30) from threads"
     is_sync = True
@@ -221,7 +219,7 @@ class _RedisLockSession:
         self.client = client
 
     def try_acquire(self, name: str) -> Any | None:
-        import redis_lock
+        import redis_lock  # type: ignore[import-untyped]
 
         lock = redis_lock.Lock(self.client, name, expire=TTL)
         return lock if lock.acquire(blocking=False) else None
@@ -239,7 +237,8 @@ class _RedisLockSession:
 
 
 class PythonRedisLock(RedisPySync):
-    key = json_key = "python_redis_lock"
+    key = "python_redis_lock"
+    json_key = "python_redis_lock"
     label = "python-redis-lock (sync; hand-off by BLPOP signal)"
     note = "redis_lock.Lock(redis.Redis(), name, expire=30) from threads"
 

@@ -170,8 +170,8 @@ def _held_values(s: dict[str, Any]) -> list[float]:
 
 def write_csv(doc: dict[str, Any], path: Path) -> None:
     columns = [
-        "system", "label", *METRICS, "c1_p50_ms", "c1_p99_ms", "c8_p95_ms", "c32_p95_ms",
-        "handoff_samples", *FACTS, "reason",
+        "system", "label", *METRICS, "c1_p50_ms", "c1_p99_ms", "c8_p50_ms", "c8_p95_ms", "c8_p99_ms",
+        "c32_p50_ms", "c32_p95_ms", "c32_p99_ms", "handoff_samples", *FACTS, "reason",
     ]  # fmt: skip
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
