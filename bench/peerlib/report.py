@@ -158,9 +158,10 @@ def scale_markdown(s: dict[str, Any]) -> list[str]:
         f"- cleanup of expired leases (the engine's `cleanup_expired`): "
         f"{s['cleanup_sizes'][0]:,}: {s['cleanup_per_s_10k']:,.0f} leases/s, "
         f"{s['cleanup_sizes'][-1]:,}: {s['cleanup_per_s']:,.0f} leases/s",
-        f"- {q['waiters']:,} simultaneous waiters on one lock in one process (pool of {q.get('pool', 2)}): "
-        f"{q['connections']} database connections, queued in {q['enqueue_s']:.1f} s, drained in "
-        f"{q['drain_s']:.1f} s = {q['handoffs_s']:,.0f} hand-offs/s",
+        f"- {q['waiters']:,} simultaneous waiters on one lock in one process (pool of {q['pool']}): "
+        f"{q['connections']} database connections, {q['queued']:,} queued in {q['enqueue_s']:.1f} s"
+        + (f" ({sum(q['errors'].values()):,} failed: {q['errors']})" if q["errors"] else "")
+        + f", {q['granted']:,} granted, drained in {q['drain_s']:.1f} s = {q['handoffs_s']:,.0f} hand-offs/s",
     ]
 
 

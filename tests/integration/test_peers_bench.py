@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -26,6 +28,7 @@ CONTENDED = ("handoff_p50_ms", "handoff_p99_ms", "contended_grants_s", "jain")
 
 
 async def test_peers_harness_tiny_run(dsn: str, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="the plots need the bench extra (pip install -e '.[bench]')")
     plan = Plan(levels=(1, 8, 32), rounds=1, slice_s=0.15, warmup_s=0.05, contended_s=0.4)
     sizes = Sizes(held=(10, 100, 1000), cleanup=(50, 500), waiters=40, p95_seconds=0.1)
     doc = await run(Options(dsn=dsn, systems=RUN, plan=plan, sizes=sizes, quick=True, out=tmp_path))
@@ -49,7 +52,9 @@ async def test_peers_harness_tiny_run(dsn: str, tmp_path: Path) -> None:
     scale = doc["scale"]
     assert scale["reason"] is None
     assert all(scale[k] > 0 for k in SCALE_KEYS), scale
-    assert scale["waiters"]["waiters"] == 40 and scale["waiters_10k_connections"] <= 2 + 1  # pool + LISTEN
+    queue = scale["waiters"]
+    assert queue["waiters"] == queue["queued"] == queue["granted"] == 40 and not queue["errors"], queue
+    assert scale["waiters_10k_connections"] <= 2 + 1  # pool + LISTEN
 
     rows = (tmp_path / "peers.csv").read_text().splitlines()
     assert rows[0].startswith("system,label,c1_pairs_s") and len(rows) == 1 + len(JSON_SYSTEMS)
