@@ -149,10 +149,14 @@ async def waiters(
     )  # fmt: skip
     done, granted, errors = asyncio.Event(), [0], Counter[str]()
 
-    async def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], await _backends(conn))
-            await asyncio.sleep(0.2)
+    async def sample() -> None:  # its own connection: `conn` is busy with queued()
+        monitor = await asyncpg.connect(dsn)
+        try:
+            while not done.is_set():
+                peak[0] = max(peak[0], await _backends(monitor))
+                await asyncio.sleep(0.2)
+        finally:
+            await monitor.close()
 
     async def waiter(i: int) -> None:
         try:
@@ -187,8 +191,9 @@ async def waiters(
         done.set()
         for t in tasks:
             t.cancel()
-        await asyncio.gather(sampler, *tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await client.close()
+        await sampler  # a failed sampler fails the measurement: never a silent 0
     result = {"waiters": n, "pool": sizes.waiters_pool, "connections": peak[0], "queued": in_queue,
               "granted": granted[0], "errors": dict(errors), "enqueue_s": round(enqueue_s, 2),
               "drain_s": round(drain_s, 2), "handoffs_s": round(granted[0] / drain_s, 1)}  # fmt: skip
