@@ -185,7 +185,7 @@ async def run(opts: Options) -> dict[str, Any]:
         rows[s.key] = {"json_key": s.json_key, "label": s.label, "reason": o.reason, "note": s.note,
                        **{k: getattr(s.facts, k) for k in ("durable", "fencing", "server_expiry")},
                        **summarize(o, opts.plan.levels)}  # fmt: skip
-    scale: dict[str, Any] = {"reason": "skipped (--no-scale)"}
+    scale: dict[str, Any] = {"reason": "not run (--no-scale)"}
     if opts.scale:
         log("scale curves of our engine:")
         try:

@@ -14,7 +14,7 @@ def plot_all(doc: dict[str, Any], out: Path) -> list[Path]:
 
     rows = _all_rows(doc)
     paths = [_pairs(rows, out / "peers_pairs.png"), _contended(rows, out / "peers_contended.png")]
-    if not doc["scale"].get("reason"):
+    if doc["scale"].get("held_sizes"):
         paths.append(_scale(doc["scale"], out / "peers_scale.png"))
     return paths
 

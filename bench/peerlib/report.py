@@ -17,6 +17,9 @@ METRICS = (
 )  # fmt: skip
 SCALE_KEYS = ("p95_ms_1k", "p95_ms_1m", "cleanup_per_s", "waiters_10k_connections", "waiters_10k_handoffs_s")
 FACTS = ("durable", "fencing", "server_expiry")
+from bench.peerlib.targets import markdown as targets_markdown  # noqa: E402
+from bench.peerlib.targets import targets  # noqa: E402
+
 BEGIN, END = "<!-- peers:begin -->", "<!-- peers:end -->"
 
 
@@ -38,30 +41,50 @@ def build(rows: dict[str, dict[str, Any]], scale: dict[str, Any], machine: dict[
         for k, r in rows.items()
         if not r.get("json_key")
     }
-    return {"systems": systems, "scale": scale_json(scale), "variants": variants, "machine": machine}
+    doc: dict[str, Any] = {
+        "systems": systems,
+        "scale": scale_json(scale),
+        "variants": variants,
+        "machine": machine,
+    }
+    doc["targets"] = [
+        dict(zip(("target", "measured", "wanted", "met"), row, strict=True)) for row in targets(doc)
+    ]
+    return doc
 
 
 def scale_json(scale: dict[str, Any]) -> dict[str, Any]:
-    if not scale or scale.get("reason"):
-        return {**dict.fromkeys(SCALE_KEYS), "reason": (scale or {}).get("reason", "not run")}
-    held = {int(k): v for k, v in scale["held_p95_ms"].items()}
-    cleanup = {int(k): v for k, v in scale["cleanup_per_s"].items()}
-    sizes, csizes = sorted(held), sorted(cleanup)
-    queue = scale["waiters"]
-    return {
-        "p95_ms_1k": round(held[sizes[0]], 3),
-        "p95_ms_100k": round(held[sizes[len(sizes) // 2]], 3),
-        "p95_ms_1m": round(held[sizes[-1]], 3),
-        "cleanup_per_s": round(cleanup[csizes[-1]], 1),
-        "cleanup_per_s_10k": round(cleanup[csizes[0]], 1),
-        "waiters_10k_connections": queue["connections"],
-        "waiters_10k_handoffs_s": queue["handoffs_s"],
-        "held_sizes": sizes,
-        "held_p95": {str(n): round(held[n], 3) for n in sizes},
-        "cleanup_sizes": csizes,
-        "waiters": queue,
-        "reason": None,
-    }
+    """The issue's scale keys (None where a curve failed or was not run) and the details."""
+    out: dict[str, Any] = {**dict.fromkeys(SCALE_KEYS), "reason": scale.get("reason")}
+    errors = scale.get("errors") or {}
+    if errors:
+        out["reason"] = "; ".join(f"{k}: {v}" for k, v in errors.items())
+    if scale.get("held_p95_ms"):
+        held = {int(k): v for k, v in scale["held_p95_ms"].items()}
+        sizes = sorted(held)
+        out.update(
+            p95_ms_1k=round(held[sizes[0]], 3),
+            p95_ms_100k=round(held[sizes[len(sizes) // 2]], 3),
+            p95_ms_1m=round(held[sizes[-1]], 3),
+            held_sizes=sizes,
+            held_p95={str(n): round(held[n], 3) for n in sizes},
+        )
+    if scale.get("cleanup_per_s"):
+        cleanup = {int(k): v for k, v in scale["cleanup_per_s"].items()}
+        csizes = sorted(cleanup)
+        out.update(
+            cleanup_per_s=round(cleanup[csizes[-1]], 1),
+            cleanup_per_s_10k=round(cleanup[csizes[0]], 1),
+            cleanup_sizes=csizes,
+        )
+    if scale.get("waiters"):
+        queue = scale["waiters"]
+        out.update(
+            waiters_10k_connections=queue["connections"],
+            waiters_10k_handoffs_s=queue["handoffs_s"],
+            waiters=queue,
+        )
+    return out
 
 
 def _num(value: Any, digits: int = 0) -> str:
@@ -133,7 +156,7 @@ def markdown(doc: dict[str, Any]) -> str:
     for key, r in _all_rows(doc):
         if r.get("durable"):
             lines.append(f"| {_label(key, r)} | {r['durable']} | {r['fencing']} | {r['server_expiry']} |")
-    lines += ["", *scale_markdown(doc["scale"])]
+    lines += ["", *scale_markdown(doc["scale"]), "", *targets_markdown(doc)]
     absent = [(k, r["reason"]) for k, r in _all_rows(doc) if r.get("reason")]
     if absent:
         lines += ["", "Not measured:", ""] + [f"- `{k}`: {reason}" for k, reason in absent]
@@ -147,22 +170,26 @@ def _label(key: str, r: dict[str, Any]) -> str:
 
 
 def scale_markdown(s: dict[str, Any]) -> list[str]:
+    lines = ["Our engine at scale (async client, one client):", ""]
+    if s.get("held_sizes"):
+        held = " / ".join(f"{n:,}: {v:.2f} ms" for n, v in zip(s["held_sizes"], _held_values(s), strict=True))
+        lines.append(f"- try-lock acquire p95 on fresh names with N locks held (N: p95): {held}")
+    if s.get("cleanup_sizes"):
+        lines.append(
+            f"- cleanup of expired leases (the engine's `cleanup_expired`): "
+            f"{s['cleanup_sizes'][0]:,}: {s['cleanup_per_s_10k']:,.0f} leases/s, "
+            f"{s['cleanup_sizes'][-1]:,}: {s['cleanup_per_s']:,.0f} leases/s"
+        )
+    if q := s.get("waiters"):
+        lines.append(
+            f"- {q['waiters']:,} simultaneous waiters on one lock in one process (pool of {q['pool']}): "
+            f"{q['connections']} database connections, {q['queued']:,} queued in {q['enqueue_s']:.1f} s"
+            + (f" ({sum(q['errors'].values()):,} failed: {q['errors']})" if q["errors"] else "")
+            + f", {q['granted']:,} granted, drained in {q['drain_s']:.1f} s = {q['handoffs_s']:,.0f} hand-offs/s"
+        )
     if s.get("reason"):
-        return [f"Scale curves of our engine: not measured ({s['reason']})."]
-    held = " / ".join(f"{n:,}: {v:.2f} ms" for n, v in zip(s["held_sizes"], _held_values(s), strict=True))
-    q = s["waiters"]
-    return [
-        "Our engine at scale (async client, one client):",
-        "",
-        f"- try-lock acquire p95 on fresh names with N locks held (N: p95): {held}",
-        f"- cleanup of expired leases (the engine's `cleanup_expired`): "
-        f"{s['cleanup_sizes'][0]:,}: {s['cleanup_per_s_10k']:,.0f} leases/s, "
-        f"{s['cleanup_sizes'][-1]:,}: {s['cleanup_per_s']:,.0f} leases/s",
-        f"- {q['waiters']:,} simultaneous waiters on one lock in one process (pool of {q['pool']}): "
-        f"{q['connections']} database connections, {q['queued']:,} queued in {q['enqueue_s']:.1f} s"
-        + (f" ({sum(q['errors'].values()):,} failed: {q['errors']})" if q["errors"] else "")
-        + f", {q['granted']:,} granted, drained in {q['drain_s']:.1f} s = {q['handoffs_s']:,.0f} hand-offs/s",
-    ]
+        lines.append(f"- not measured: {s['reason']}")
+    return lines
 
 
 def _held_values(s: dict[str, Any]) -> list[float]:

@@ -204,17 +204,28 @@ async def waiters(
 
 
 async def run_scale(dsn: str, sizes: Sizes, log: Callable[[str], None]) -> dict[str, Any]:
+    """Each curve on its own: one that fails leaves its error, the others still measured."""
+    out: dict[str, Any] = {"held_p95_ms": None, "cleanup_per_s": None, "waiters": None, "errors": {}}
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
         client = await LockClient.connect(settings=_settings(dsn, 2), cleanup=False)  # migrates
         try:
-            held = await held_curve(client, conn, sizes, log)
-            cleanup = await cleanup_rates(client, conn, sizes, log)
+            out["held_p95_ms"] = await _part(out, "held", held_curve(client, conn, sizes, log), log)
+            out["cleanup_per_s"] = await _part(out, "cleanup", cleanup_rates(client, conn, sizes, log), log)
         finally:
             await client.close()
-        queue = await waiters(dsn, conn, sizes, log)
+        out["waiters"] = await _part(out, "waiters", waiters(dsn, conn, sizes, log), log)
         await conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")  # 1M rows: do not leave them
     finally:
         await conn.close()
-    return {"held_p95_ms": held, "cleanup_per_s": cleanup, "waiters": queue}
+    return out
+
+
+async def _part(out: dict[str, Any], what: str, measuring: Any, log: Callable[[str], None]) -> Any:
+    try:
+        return await measuring
+    except Exception as err:
+        out["errors"][what] = f"{type(err).__name__}: {err}"
+        log(f"  {what}: failed: {out['errors'][what]}")
+        return None

@@ -56,6 +56,11 @@ async def test_peers_harness_tiny_run(dsn: str, tmp_path: Path) -> None:
     assert queue["waiters"] == queue["queued"] == queue["granted"] == 40 and not queue["errors"], queue
     assert 2 <= scale["waiters_10k_connections"] <= 2 + 1  # pool (min 1, max 2) + LISTEN
 
+    met = {t["target"]: t["met"] for t in doc["targets"]}
+    unjudged = {"c32 pairs/s vs redis_py", "contended grants/s"}  # their peers did not run here
+    assert len(met) == 12 and all(met[t] is None for t in unjudged), met
+    assert all(met[t] in (True, False) for t in set(met) - unjudged), met
+
     rows = (tmp_path / "peers.csv").read_text().splitlines()
     assert rows[0].startswith("system,label,c1_pairs_s") and len(rows) == 1 + len(JSON_SYSTEMS)
     table = (tmp_path / "peers.md").read_text()
