@@ -32,6 +32,7 @@ from typing import Any
 import asyncpg
 
 from bench.peerlib.base import System
+from bench.peerlib.redis_locks import RedisServer
 from bench.peerlib.report import update_readme, write_all
 from bench.peerlib.runner import Plan, run_rounds, start_all, summarize
 from bench.peerlib.scale import Sizes, run_scale
@@ -84,7 +85,7 @@ async def resolve_dsn(explicit: str | None) -> tuple[str, str]:
     return dsn, "embedded (.omninode/bench-pgdata)"
 
 
-def build_systems(names: tuple[str, ...], dsn: str, tag: str) -> list[System]:
+def build_systems(names: tuple[str, ...], dsn: str, tag: str) -> tuple[list[System], RedisServer]:
     from bench.peerlib import http, omninode, others, pg, redis_locks
 
     server = redis_locks.RedisServer()
@@ -106,7 +107,7 @@ def build_systems(names: tuple[str, ...], dsn: str, tag: str) -> list[System]:
     unknown = set(names) - set(made)
     if unknown:
         raise SystemExit(f"unknown systems: {', '.join(sorted(unknown))} (known: {', '.join(ALL)})")
-    return [made[n] for n in ALL if n in names]
+    return [made[n] for n in ALL if n in names], server
 
 
 def _git(*args: str) -> str:
@@ -167,18 +168,15 @@ async def run(opts: Options) -> dict[str, Any]:
     log(f"PostgreSQL {version} ({server}); load average {load_before:.2f} on {os.cpu_count()} CPUs "
         "(a shared machine: other work skews results, read ratios)")  # fmt: skip
     tag = f"{time.time_ns():x}"
-    systems = build_systems(opts.systems, dsn, tag)
+    systems, redis_server = build_systems(opts.systems, dsn, tag)
     outcomes = await start_all(systems, log)
     try:
         await run_rounds(outcomes, opts.plan, tag, log)
     finally:
         for s in systems:
             await s.stop()
-    redis = next((getattr(s, "server").version for s in systems if hasattr(s, "server")), "")  # noqa: B009
-    for s in systems:
-        if hasattr(s, "server"):
-            s.server.stop()
-            break
+        redis_server.stop()
+    redis = redis_server.version
     rows: dict[str, dict[str, Any]] = {}
     for o in outcomes:
         s = o.system

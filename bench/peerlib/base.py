@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -104,6 +105,15 @@ def advisory_key(name: str) -> int:
     import hashlib
 
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def require(*modules: str, hint: str = "pip install -e '.[bench]'") -> None:
+    """Import ``modules`` or raise :class:`Unavailable` naming the missing one."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise Unavailable(f"{module} does not import here ({err}; {hint})") from None
 
 
 async def to_thread_all(calls: Sequence[Any]) -> list[Any]:

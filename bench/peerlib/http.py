@@ -6,7 +6,7 @@ import shutil
 from collections.abc import Sequence
 from typing import Any
 
-from bench.peerlib.base import System, Unavailable, close_quietly
+from bench.peerlib.base import System, Unavailable, close_quietly, require
 from bench.peerlib.omninode import OURS, TTL, WAIT
 from bench.service import CLI, ServiceProcess
 
@@ -55,10 +55,7 @@ class OmninodeHttp(System):
         self.clients: list[Any] = []
 
     async def start(self) -> None:
-        try:
-            import httpx  # noqa: F401
-        except ImportError:
-            raise Unavailable("httpx is not installed (pip install -e '.[service]')") from None
+        require("httpx", "uvicorn", hint="pip install -e '.[service]'")
         if shutil.which(CLI) is None:
             raise Unavailable(f"{CLI} is not installed")
         self.service = await ServiceProcess(self.dsn, POOL).start()

@@ -7,7 +7,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from bench.peerlib.base import Facts, System, Unavailable
+from bench.peerlib.base import Facts, System, require
 from bench.peerlib.pg import ADVISORY
 
 WAIT_MS = 30_000
@@ -43,14 +43,10 @@ class Pals(System):
         self.engines: list[Any] = []
 
     async def start(self) -> None:
-        try:
-            import pals  # type: ignore[import-untyped]  # noqa: F401
-            import psycopg2  # type: ignore[import-untyped]  # noqa: F401
-        except ImportError as err:
-            raise Unavailable(f"{err.name} is not installed (pip install -e '.[bench]')") from None
+        require("pals", "psycopg2", "sqlalchemy")
 
     async def open(self, clients: int, contended: bool) -> Sequence[_PalsSession]:
-        import pals
+        import pals  # type: ignore[import-untyped]
         import sqlalchemy
 
         def make(pool: int) -> Any:
@@ -110,11 +106,7 @@ class ToozPg(System):
         self.coordinators: list[Any] = []
 
     async def start(self) -> None:
-        try:
-            import psycopg2  # noqa: F401
-            from tooz import coordination  # noqa: F401
-        except ImportError as err:
-            raise Unavailable(f"tooz's PostgreSQL driver does not import here: {err}") from None
+        require("psycopg2", "tooz.coordination", "tooz.drivers.pgsql")
 
     async def open(self, clients: int, contended: bool) -> Sequence[_ToozSession]:
         from tooz import coordination

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-from bench.peerlib.base import Facts, System, Unavailable, close_quietly, free_port
+from bench.peerlib.base import Facts, System, Unavailable, close_quietly, free_port, require
 
 TTL = 30
 WAIT = 30
@@ -38,10 +38,10 @@ class RedisServer:
         if self.version:
             return self.url
         try:
-            import redis  # noqa: F401
-        except ImportError:
-            self.error = "redis-py is not installed (pip install -e '.[bench]')"
-            raise Unavailable(self.error) from None
+            require("redis")
+        except Unavailable as err:
+            self.error = str(err)
+            raise
         if not await self._ping():
             await self._start()
         await self._describe()
@@ -243,10 +243,7 @@ class PythonRedisLock(RedisPySync):
     note = "redis_lock.Lock(redis.Redis(), name, expire=30) from threads"
 
     async def start(self) -> None:
-        try:
-            import redis_lock  # noqa: F401
-        except ImportError:
-            raise Unavailable("python-redis-lock is not installed (pip install -e '.[bench]')") from None
+        require("redis_lock")
         await super().start()
 
     async def open(self, clients: int, contended: bool) -> Sequence[_RedisLockSession]:  # type: ignore[override]

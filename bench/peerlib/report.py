@@ -7,6 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.peerlib.targets import markdown as targets_markdown
+from bench.peerlib.targets import targets
+
 JSON_SYSTEMS = (
     "omninode", "omninode_sync", "omninode_http", "raw_upsert", "redis_py",
     "python_redis_lock", "pg_advisory", "pg_advisory_xact", "pals", "tooz_pg",
@@ -17,8 +20,6 @@ METRICS = (
 )  # fmt: skip
 SCALE_KEYS = ("p95_ms_1k", "p95_ms_1m", "cleanup_per_s", "waiters_10k_connections", "waiters_10k_handoffs_s")
 FACTS = ("durable", "fencing", "server_expiry")
-from bench.peerlib.targets import markdown as targets_markdown  # noqa: E402
-from bench.peerlib.targets import targets  # noqa: E402
 
 BEGIN, END = "<!-- peers:begin -->", "<!-- peers:end -->"
 

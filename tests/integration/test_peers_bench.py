@@ -7,6 +7,7 @@ numbers and the other outputs.
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -14,27 +15,27 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
+if str(ROOT) not in sys.path:  # bench/ is not a package of the install: import it from the tree
     sys.path.insert(0, str(ROOT))
-
-from bench.peerlib.report import BEGIN, END, JSON_SYSTEMS, METRICS, SCALE_KEYS, update_readme  # noqa: E402
-from bench.peerlib.runner import Plan  # noqa: E402
-from bench.peerlib.scale import Sizes  # noqa: E402
-from bench.peers import Options, run  # noqa: E402
+report = importlib.import_module("bench.peerlib.report")
+peers = importlib.import_module("bench.peers")
 
 RUN = ("omninode", "raw_upsert", "pg_advisory")
 PAIRS = ("c1_pairs_s", "c8_pairs_s", "c32_pairs_s", "c1_p95_ms")
 CONTENDED = ("handoff_p50_ms", "handoff_p99_ms", "contended_grants_s", "jain")
 
 
+@pytest.mark.integration
 async def test_peers_harness_tiny_run(dsn: str, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="the plots need the bench extra (pip install -e '.[bench]')")
-    plan = Plan(levels=(1, 8, 32), rounds=1, slice_s=0.15, warmup_s=0.05, contended_s=0.4)
-    sizes = Sizes(held=(10, 100, 1000), cleanup=(50, 500), waiters=40, p95_seconds=0.1)
-    doc = await run(Options(dsn=dsn, systems=RUN, plan=plan, sizes=sizes, quick=True, out=tmp_path))
+    plan = peers.Plan(levels=(1, 8, 32), rounds=1, slice_s=0.15, warmup_s=0.05, contended_s=0.4)
+    sizes = peers.Sizes(held=(10, 100, 1000), cleanup=(50, 500), waiters=40, p95_seconds=0.1)
+    doc = await peers.run(
+        peers.Options(dsn=dsn, systems=RUN, plan=plan, sizes=sizes, quick=True, out=tmp_path)
+    )
 
     assert json.loads((tmp_path / "peers.json").read_text()) == json.loads(json.dumps(doc))
-    assert set(doc["systems"]) == set(JSON_SYSTEMS)
+    assert set(doc["systems"]) == set(report.JSON_SYSTEMS)
     for name in RUN:
         entry = doc["systems"][name]
         assert entry["reason"] is None, entry["reason"]
@@ -45,13 +46,13 @@ async def test_peers_harness_tiny_run(dsn: str, tmp_path: Path) -> None:
         assert entry["handoff_p50_ms"] <= entry["handoff_p99_ms"] and entry["jain"] <= 1
         assert len(entry["grants_per_client"]) == 8
     assert all(doc["systems"]["raw_upsert"][m] is None for m in CONTENDED)  # the floor has no queue
-    for name in set(JSON_SYSTEMS) - set(RUN):
+    for name in set(report.JSON_SYSTEMS) - set(RUN):
         entry = doc["systems"][name]
-        assert all(entry[m] is None for m in METRICS) and entry["reason"], entry
+        assert all(entry[m] is None for m in report.METRICS) and entry["reason"], entry
 
     scale = doc["scale"]
     assert scale["reason"] is None
-    assert all(scale[k] > 0 for k in SCALE_KEYS), scale
+    assert all(scale[k] > 0 for k in report.SCALE_KEYS), scale
     queue = scale["waiters"]
     assert queue["waiters"] == queue["queued"] == queue["granted"] == 40 and not queue["errors"], queue
     assert 2 <= scale["waiters_10k_connections"] <= 2 + 1  # pool (min 1, max 2) + LISTEN
@@ -62,7 +63,7 @@ async def test_peers_harness_tiny_run(dsn: str, tmp_path: Path) -> None:
     assert all(met[t] in (True, False) for t in set(met) - unjudged), met
 
     rows = (tmp_path / "peers.csv").read_text().splitlines()
-    assert rows[0].startswith("system,label,c1_pairs_s") and len(rows) == 1 + len(JSON_SYSTEMS)
+    assert rows[0].startswith("system,label,c1_pairs_s") and len(rows) == 1 + len(report.JSON_SYSTEMS)
     table = (tmp_path / "peers.md").read_text()
     assert "| `omninode` " in table and "Not measured:" in table
     for png in ("peers_pairs.png", "peers_contended.png", "peers_scale.png"):
@@ -70,12 +71,12 @@ async def test_peers_harness_tiny_run(dsn: str, tmp_path: Path) -> None:
 
 
 def test_readme_section_is_replaced_between_markers_only(tmp_path: Path) -> None:
-    readme, peers = tmp_path / "README.md", tmp_path / "peers.md"
-    readme.write_text(f"# x\n\n## Performance\nintro\n{BEGIN}\nold table\n{END}\nafter\n")
-    peers.write_text("### new table\n| a |\n")
-    update_readme(readme, peers)
+    readme, peers_md = tmp_path / "README.md", tmp_path / "peers.md"
+    readme.write_text(f"# x\n\n## Performance\nintro\n{report.BEGIN}\nold table\n{report.END}\nafter\n")
+    peers_md.write_text("### new table\n| a |\n")
+    report.update_readme(readme, peers_md)
     text = readme.read_text()
-    assert text.startswith("# x\n\n## Performance\nintro\n") and text.endswith(f"{END}\nafter\n")
+    assert text.startswith("# x\n\n## Performance\nintro\n") and text.endswith(f"{report.END}\nafter\n")
     assert "### new table\n| a |" in text and "old table" not in text
-    update_readme(readme, peers)  # idempotent
+    report.update_readme(readme, peers_md)  # idempotent
     assert readme.read_text() == text
