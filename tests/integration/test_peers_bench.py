@@ -7,18 +7,12 @@ numbers and the other outputs.
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # bench/ is not a package of the install: import it from the tree
-    sys.path.insert(0, str(ROOT))
-report = importlib.import_module("bench.peerlib.report")
-peers = importlib.import_module("bench.peers")
+from bench import peers
+from bench.peerlib import report
 
 RUN = ("omninode", "raw_upsert", "pg_advisory")
 PAIRS = ("c1_pairs_s", "c8_pairs_s", "c32_pairs_s", "c1_p95_ms")
