@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck check bench-engine bench-compare bench-generate bench-events bench-service bench-pgbouncer failover clean
+.PHONY: run test lint typecheck check bench bench-engine bench-compare bench-generate bench-events bench-service bench-pgbouncer failover clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -31,6 +31,11 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 check: lint typecheck test
+
+# Lock systems side by side + our engine's scale curves (~15 min; ARGS=--quick for ~2 min).
+# Writes bench/results/peers.{json,csv,md,png}; ARGS=--readme also rewrites README's section.
+bench: $(STAMP)
+	$(BIN)/python -m bench.peers $(ARGS)
 
 bench-engine: $(STAMP)
 	$(BIN)/python -m bench.engine
