@@ -24,7 +24,7 @@ from omninode_bridge.locks.errors import LockDatabaseError, LockError
 from omninode_bridge.service import dashboard, events_routes, routes
 from omninode_bridge.service.auth import TokenAuth
 from omninode_bridge.service.errors import install_error_handlers
-from omninode_bridge.service.limits import BodyLimit
+from omninode_bridge.service.limits import BodyLimit, RateLimit, rate_limit_from_env
 from omninode_bridge.service.metrics import ServiceMetrics
 from omninode_bridge.service.relay_runner import EventsRuntime
 
@@ -127,6 +127,8 @@ def create_app(settings: LockSettings | None = None) -> FastAPI:
     app.state.events.gauges.register(app.state.metrics.registry)
     install_error_handlers(app)
     app.add_middleware(BodyLimit)
+    rate, burst = rate_limit_from_env()
+    app.add_middleware(RateLimit, rate=rate, burst=burst)  # outermost: refuses before reading a body
     app.include_router(routes.router)
     app.include_router(events_routes.router)  # GET /v1/events (long poll, SSE): issue 8
     app.include_router(dashboard.router)
