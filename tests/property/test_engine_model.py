@@ -415,8 +415,12 @@ class EngineVersusModel(RuleBasedStateMachine):
                 )
 
 
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "default")
+
+
+@pytest.mark.timeout(7200 if PROFILE == "long" else 600)
 def test_engine_matches_the_model(fake_clock_pg: FakeClockPostgres) -> None:
-    profile = PROFILES[os.environ.get("HYPOTHESIS_PROFILE", "default")]
+    profile = PROFILES[PROFILE]
     EngineVersusModel.server = fake_clock_pg
     run_state_machine_as_test(EngineVersusModel, settings=profile)
 

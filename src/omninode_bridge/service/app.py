@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from omninode_bridge import __version__
 from omninode_bridge.core.logging import LogLevel, emit_log_event
@@ -150,7 +150,7 @@ def create_app(settings: LockSettings | None = None) -> FastAPI:
             healthy.update(relay=relay, status="degraded" if relay["state"] != "ok" else "healthy")
         return JSONResponse(healthy)
 
-    @app.get("/metrics", summary="Prometheus text format")
+    @app.get("/metrics", summary="Prometheus text format", response_class=PlainTextResponse)
     async def metrics(request: Request) -> Response:
         await request.app.state.events.refresh_gauges()  # outbox backlog, relay lag
         text = await request.app.state.metrics.render(request.app.state.locks)  # None: still connecting
