@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck check bench-engine bench-compare bench-generate bench-events bench-service clean
+.PHONY: run test lint typecheck check security bench-engine bench-compare bench-generate bench-events bench-service clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -31,6 +31,13 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 check: lint typecheck test
+
+# Static security analysis (bandit; skips justified in pyproject's [tool.bandit]) and a
+# dependency audit that says so when its vulnerability source cannot be reached.
+security: $(STAMP)
+	$(BIN)/bandit -q -c pyproject.toml -r src
+	$(BIN)/bandit -q -c pyproject.toml -s B608 src/omninode_bridge/locks/demo.py
+	$(BIN)/python .ci/pip_audit.py
 
 bench-engine: $(STAMP)
 	$(BIN)/python -m bench.engine

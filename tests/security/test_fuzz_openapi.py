@@ -91,7 +91,7 @@ def _snapshot(conn: psycopg.Connection[Any]) -> dict[str, list[tuple[Any, ...]]]
     out = {}
     for table in SNAPSHOT_TABLES:
         query = f"SELECT to_jsonb(t) - 'touched_at' FROM {SCHEMA}.{table} t ORDER BY 1"
-        out[table] = conn.execute(query).fetchall()  # type: ignore[arg-type]
+        out[table] = conn.execute(query).fetchall()
     return out
 
 
