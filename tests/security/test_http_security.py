@@ -20,10 +20,10 @@ import asyncpg
 import httpx
 import pytest
 from pydantic import BaseModel, ValidationError
+from sec_helpers import SecureService
 from starlette.routing import Route
 from svc_helpers import SCHEMA, table_snapshot
 
-from conftest import SecureService
 from omninode_bridge.events.envelope import encode, envelope_from_row
 from omninode_bridge.locks.config import LockSettings
 from omninode_bridge.service.app import create_app

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from sec_helpers import SecureService
 
-from conftest import SecureService
 from omninode_bridge.locks.errors import LockValidationError
 from omninode_bridge.service.limits import DEFAULT_RATE, RateLimit, rate_limit_from_env
 
