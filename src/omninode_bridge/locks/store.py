@@ -21,7 +21,15 @@ from omninode_bridge.locks.errors import (
     PoolExhaustedError,
     StaleTokenError,
 )
-from omninode_bridge.locks.models import Lease, LockInfo, LockMode, LockSummary, Waiter, check_name
+from omninode_bridge.locks.models import (
+    Lease,
+    LockInfo,
+    LockMode,
+    LockSummary,
+    Waiter,
+    check_correlation,
+    check_name,
+)
 from omninode_bridge.locks.queries import load_queries
 from omninode_bridge.locks.request import EngineStats
 from omninode_bridge.locks.retry import CircuitBreaker, RetryPolicy, is_transient
@@ -49,7 +57,12 @@ class LockStore:
         self.queries = load_queries(self.schema)
 
     async def _call(
-        self, name: str, *args: Any, deadline: float | None = None, fetch: str = "fetchrow"
+        self,
+        name: str,
+        *args: Any,
+        deadline: float | None = None,
+        fetch: str = "fetchrow",
+        correlation_id: str | None = None,
     ) -> Any:
         query = self.queries[name]
 
@@ -58,7 +71,11 @@ class LockStore:
         async def once() -> Any:
             conn = await self._connection(limit)
             try:
-                return await getattr(conn, fetch)(query, *args)
+                if correlation_id is None:  # the hot path: one statement, its own transaction
+                    return await getattr(conn, fetch)(query, *args)
+                async with conn.transaction():
+                    await conn.execute(self.queries["set_correlation"], correlation_id)
+                    return await getattr(conn, fetch)(query, *args)
             except Exception as err:
                 if is_transient(err):  # never hand a broken connection back to the pool
                     conn.terminate()
@@ -149,11 +166,13 @@ class LockStore:
         rows = await self._call("recent_events", name, limit, fetch="fetch")
         return [{**r, "payload": _json(r["payload"])} for r in rows]
 
-    async def force_release(self, name: str, reason: str) -> int:
+    async def force_release(self, name: str, reason: str, *, correlation_id: str | None = None) -> int:
         """Admin: free every lease of ``name`` (recorded with ``reason``); returns how many."""
         check_name(name)
         check_name(reason, "reason", longest=1000)
-        count: int = await self._call("force_release", name, reason, fetch="fetchval")
+        count: int = await self._call(
+            "force_release", name, reason, fetch="fetchval", correlation_id=check_correlation(correlation_id)
+        )
         if count < 0:
             raise LockNotFoundError(f"lock {name!r} does not exist", lock_name=name)
         return count

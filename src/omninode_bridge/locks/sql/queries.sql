@@ -73,6 +73,11 @@ SELECT r.*, floor(extract(epoch FROM r.expires_at - clock_timestamp()) * 1000)::
 -- name: release
 SELECT * FROM __schema__.release($1);
 
+-- name: set_correlation
+-- Before a statement of a call that names a correlation id, in the same transaction:
+-- the events it writes carry it (and a waiter row remembers it for its grant).
+SELECT set_config('omninode.correlation_id', $1::text, true);
+
 -- name: release_in_txn
 -- Release inside the caller's own transaction: never changes its durability.
 SELECT * FROM __schema__.release($1, false);
