@@ -187,9 +187,6 @@ async def test_a_reentrant_acquire_by_owner_id_does_not_reveal_the_lease_id(secu
                 await http.post("/v1/locks/sec-reent/release", json={"lease_id": lease["lease_id"]})
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the engine's acquire() refreshes locks.touched_at before refusing mismatched permits"
-)
 async def test_a_refused_permits_mismatch_touches_nothing(secure: SecureService, sec_dsn: str) -> None:
     async with httpx.AsyncClient(base_url=secure.url, timeout=30, headers=secure.headers()) as http:
         assert (
