@@ -103,7 +103,7 @@ async def run(dsn: str, ops: int) -> dict[str, dict[str, float]]:
         async with xact_conn.transaction():
             await xact_conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1))", f"cost:{tag}")
 
-    settings = LockSettings(dsn=dsn, schema=SCHEMA, pool_min=1, pool_max=1)
+    settings = LockSettings(dsn=dsn, schema=SCHEMA, pool_min=2, pool_max=2)  # the default pool is 10
     async with LockClient.connect(settings=settings, cleanup=False, owner_id="bench") as locks:
         async with locks.pool.acquire() as conn:  # count what the engine sends
             conn.add_query_logger(count)

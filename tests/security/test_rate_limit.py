@@ -8,7 +8,7 @@ import pytest
 from sec_helpers import SecureService
 
 from omninode_bridge.locks.errors import LockValidationError
-from omninode_bridge.service.limits import DEFAULT_RATE, RateLimit, rate_limit_from_env
+from omninode_bridge.service.limits import DEFAULT_RATE, RateLimiter, rate_limit_from_env
 
 
 class Clock:
@@ -19,13 +19,9 @@ class Clock:
         return self.now
 
 
-async def _never_called(scope: object, receive: object, send: object) -> None:
-    raise AssertionError("not used")
-
-
 def test_bucket_allows_a_burst_then_the_rate() -> None:
     clock = Clock()
-    limit = RateLimit(_never_called, rate=2.0, burst=3.0, clock=clock)
+    limit = RateLimiter(rate=2.0, burst=3.0, clock=clock)
     assert [limit.take(b"a") for _ in range(3)] == [0.0, 0.0, 0.0]
     assert limit.take(b"a") == pytest.approx(0.5)  # one token comes back every 1/rate s
     assert limit.take(b"b") == 0.0, "another client has its own bucket"
@@ -39,7 +35,7 @@ def test_bucket_allows_a_burst_then_the_rate() -> None:
 
 def test_idle_buckets_are_forgotten_so_memory_stays_bounded() -> None:
     clock = Clock()
-    limit = RateLimit(_never_called, rate=1.0, burst=1.0, clock=clock)
+    limit = RateLimiter(rate=1.0, burst=1.0, clock=clock)
     for i in range(10_005):
         limit.take(str(i).encode())
         clock.now += 0.001

@@ -201,6 +201,7 @@ class LockClient(LockStore):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.listener.release()
+        await self._close_lane()
         await self.pool.close()
 
     async def __aenter__(self) -> LockClient:

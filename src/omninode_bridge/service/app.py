@@ -24,7 +24,8 @@ from omninode_bridge.locks.errors import LockDatabaseError, LockError
 from omninode_bridge.service import dashboard, events_routes, routes
 from omninode_bridge.service.auth import TokenAuth
 from omninode_bridge.service.errors import install_error_handlers
-from omninode_bridge.service.limits import BodyLimit, RateLimit, rate_limit_from_env
+from omninode_bridge.service.fastpath import LockServiceApp
+from omninode_bridge.service.limits import BodyLimit, RateLimiter, rate_limit_from_env
 from omninode_bridge.service.metrics import ServiceMetrics
 from omninode_bridge.service.relay_runner import EventsRuntime
 
@@ -110,7 +111,7 @@ def create_app(settings: LockSettings | None = None) -> FastAPI:
             if app.state.locks is not None:
                 await app.state.locks.close()
 
-    app = FastAPI(
+    app = LockServiceApp(  # FastAPI, with acquire/release served on a shorter path
         title="omninode-bridge lock service",
         version=__version__,
         description="Distributed locks on PostgreSQL (exclusive, shared, semaphores) with fencing tokens.",
@@ -127,8 +128,7 @@ def create_app(settings: LockSettings | None = None) -> FastAPI:
     app.state.events.gauges.register(app.state.metrics.registry)
     install_error_handlers(app)
     app.add_middleware(BodyLimit)
-    rate, burst = rate_limit_from_env()
-    app.add_middleware(RateLimit, rate=rate, burst=burst)  # outermost: refuses before reading a body
+    app.state.rate_limit = RateLimiter(*rate_limit_from_env())  # applied first by LockServiceApp
     app.include_router(routes.router)
     app.include_router(events_routes.router)  # GET /v1/events (long poll, SSE): issue 8
     app.include_router(dashboard.router)

@@ -4,7 +4,7 @@
 with no Content-Length) and valid UTF-8 (400 otherwise); the body is read once here and
 replayed to the application.
 
-:class:`RateLimit`: a token bucket per client (its bearer token, else its address):
+:class:`RateLimiter`: a token bucket per client (its bearer token, else its address):
 ``rate`` requests a second on average, bursts of ``burst``; past that 429 with
 ``Retry-After``. Set by ``OMNINODE_RATE_LIMIT`` (requests/s per client, ``0`` turns it
 off) and ``OMNINODE_RATE_BURST`` (default: one second's worth). The default is
@@ -43,7 +43,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        problem = _url_problem(scope)
+        problem = url_problem(scope)
         if problem is not None:  # the router would decode it with replacement characters
             await _reject(send, 400, problem)
             return
@@ -92,7 +92,7 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-def _url_problem(scope: Scope) -> str | None:
+def url_problem(scope: Scope) -> str | None:
     """Percent-escapes in the path or query that are not UTF-8 (two different invalid
     names would otherwise become the same lock name)."""
     raw_path = scope.get("raw_path") or scope.get("path", "").encode()
@@ -121,40 +121,39 @@ def rate_limit_from_env(env: Mapping[str, str] = os.environ) -> tuple[float, flo
     return rate, burst
 
 
-class RateLimit:
-    """Pure ASGI middleware: a token bucket per bearer token (hashed: the raw token is
-    not kept), else per peer address. ``rate`` 0 turns it off."""
+class RateLimiter:
+    """A token bucket per bearer token (hashed: the raw token is not kept), else per peer
+    address. ``rate`` 0 turns it off. The application asks :meth:`refused` first thing
+    for every request (the hot path included), so no route can skip it."""
 
     def __init__(
         self,
-        app: ASGIApp,
         rate: float = DEFAULT_RATE,
         burst: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.app = app
         self.rate = rate
         self.burst = burst if burst is not None else max(rate, 1.0)
         self.clock = clock
         self._buckets: dict[bytes, tuple[float, float]] = {}  # key -> (tokens, at)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def refused(self, scope: Scope, send: Send) -> bool:
+        """True when the request was over the limit and has been answered 429."""
         if self.rate <= 0 or scope["type"] != "http" or scope.get("path") in EXEMPT_PATHS:
-            await self.app(scope, receive, send)
-            return
+            return False
         wait = self.take(_client_key(scope))
-        if wait > 0:
-            retry_after = max(1, math.ceil(wait))
-            await _reject(
-                send,
-                429,
-                f"too many requests: the limit is {self.rate:g} a second per client; retry after {retry_after} s",
-                code="RATE_LIMITED",
-                details={"retry_after_s": retry_after},
-                headers=[(b"retry-after", str(retry_after).encode())],
-            )
-            return
-        await self.app(scope, receive, send)
+        if wait <= 0:
+            return False
+        retry_after = max(1, math.ceil(wait))
+        await _reject(
+            send,
+            429,
+            f"too many requests: the limit is {self.rate:g} a second per client; retry after {retry_after} s",
+            code="RATE_LIMITED",
+            details={"retry_after_s": retry_after},
+            headers=[(b"retry-after", str(retry_after).encode())],
+        )
+        return True
 
     def take(self, key: bytes) -> float:
         """Spend one token of ``key``'s bucket: 0 when allowed, else seconds until one is back."""

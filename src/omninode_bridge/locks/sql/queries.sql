@@ -115,6 +115,10 @@ SELECT __schema__.fence_guard($1, $2);
 -- name: refresh_listener
 UPDATE __schema__.waiters SET listener_pid = $1, orphaned_at = NULL WHERE waiter_id = ANY($2::uuid[]);
 
+-- name: backend_pid
+-- The listener's pid as the database knows it (a proxy reports its own in the protocol).
+SELECT pg_backend_pid();
+
 -- name: lock_row
 SELECT name, permits, fence, created_at FROM __schema__.locks WHERE name = $1;
 
