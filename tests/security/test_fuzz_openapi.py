@@ -134,6 +134,7 @@ def _fuzz(
     return statuses
 
 
+@pytest.mark.timeout(600)  # ~15-50 s here; generous for a loaded CI machine
 def test_fuzzed_requests_never_fail_the_server_nor_change_state_when_refused(
     served: Served, dsn: str
 ) -> None:
