@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck check bench bench-engine bench-compare bench-generate bench-events bench-service bench-pgbouncer failover clean
+.PHONY: run test lint typecheck check security bench bench-engine bench-compare bench-generate bench-events bench-service bench-pgbouncer failover clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -36,6 +36,13 @@ check: lint typecheck test
 # Writes bench/results/peers.{json,csv,md,png}; ARGS=--readme also rewrites README's section.
 bench: $(STAMP)
 	$(BIN)/python -m bench.peers $(ARGS)
+
+# Static security analysis (bandit; skips justified in pyproject's [tool.bandit]) and a
+# dependency audit that says so when its vulnerability source cannot be reached.
+security: $(STAMP)
+	$(BIN)/bandit -q -c pyproject.toml -r src
+	$(BIN)/bandit -q -c pyproject.toml -s B608 src/omninode_bridge/demos/contention.py
+	$(BIN)/python .ci/pip_audit.py
 
 bench-engine: $(STAMP)
 	$(BIN)/python -m bench.engine

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from omninode_bridge import __version__
 from omninode_bridge.core.logging import LogLevel, emit_log_event
@@ -25,7 +25,7 @@ from omninode_bridge.service import dashboard, events_routes, routes
 from omninode_bridge.service.auth import TokenAuth
 from omninode_bridge.service.errors import install_error_handlers
 from omninode_bridge.service.fastpath import LockServiceApp
-from omninode_bridge.service.limits import BodyLimit
+from omninode_bridge.service.limits import BodyLimit, RateLimiter, rate_limit_from_env
 from omninode_bridge.service.metrics import ServiceMetrics
 from omninode_bridge.service.relay_runner import EventsRuntime
 
@@ -132,6 +132,7 @@ def create_app(settings: LockSettings | None = None) -> FastAPI:
     app.state.events.gauges.register(app.state.metrics.registry)
     install_error_handlers(app)
     app.add_middleware(BodyLimit)
+    app.state.rate_limit = RateLimiter(*rate_limit_from_env())  # applied first by LockServiceApp
     app.include_router(routes.router)
     app.include_router(events_routes.router)  # GET /v1/events (long poll, SSE): issue 8
     app.include_router(dashboard.router)
@@ -153,7 +154,7 @@ def create_app(settings: LockSettings | None = None) -> FastAPI:
             healthy.update(relay=relay, status="degraded" if relay["state"] != "ok" else "healthy")
         return JSONResponse(healthy)
 
-    @app.get("/metrics", summary="Prometheus text format")
+    @app.get("/metrics", summary="Prometheus text format", response_class=PlainTextResponse)
     async def metrics(request: Request) -> Response:
         await request.app.state.events.refresh_gauges()  # outbox backlog, relay lag
         text = await request.app.state.metrics.render(request.app.state.locks)  # None: still connecting

@@ -31,7 +31,7 @@ from omninode_bridge.service.schemas import ErrorOut
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorOut} for s in (401, 403, 422, 503)}
+_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorOut} for s in (400, 401, 403, 422, 429, 503)}
 MAX_WAIT = 60.0
 SSE_MEDIA = "text/event-stream"
 RETRY_MS = 1000  # how soon an EventSource reconnects after the stream ends

@@ -38,6 +38,9 @@ class LockServiceApp(FastAPI):
     goes through FastAPI unchanged)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limiter = getattr(self.state, "rate_limit", None)  # limits.RateLimiter, set by create_app
+        if limiter is not None and await limiter.refused(scope, send):
+            return
         if scope["type"] == "http" and scope["method"] == "POST":
             hot = HOT.fullmatch(scope["path"])
             if hot is not None and url_problem(scope) is None:

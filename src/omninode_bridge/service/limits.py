@@ -1,16 +1,35 @@
-"""Body limits before any route runs: at most ``max_body`` bytes (413 otherwise, also
-for chunked bodies with no Content-Length) and valid UTF-8 (400 otherwise). The
-body is read once here and replayed to the application."""
+"""Limits before any route runs.
+
+:class:`BodyLimit`: at most ``max_body`` bytes (413 otherwise, also for chunked bodies
+with no Content-Length) and valid UTF-8 (400 otherwise); the body is read once here and
+replayed to the application.
+
+:class:`RateLimiter`: a token bucket per client (its bearer token, else its address):
+``rate`` requests a second on average, bursts of ``burst``; past that 429 with
+``Retry-After``. Set by ``OMNINODE_RATE_LIMIT`` (requests/s per client, ``0`` turns it
+off) and ``OMNINODE_RATE_BURST`` (default: one second's worth). The default is
+generous (a single benchmark client stays far below it); an operator lowers it.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from omninode_bridge.locks.errors import LockValidationError
+
 MAX_BODY = 64 * 1024
+DEFAULT_RATE = 5000.0  # requests a second per client
+MAX_CLIENTS = 10_000  # buckets kept; full (idle) ones are dropped first
+EXEMPT_PATHS = frozenset({"/health", "/metrics"})  # probes and scrapers are never refused
 
 
 class BodyLimit:
@@ -85,14 +104,108 @@ def url_problem(scope: Scope) -> str | None:
     return None
 
 
-async def _reject(send: Send, status: int, message: str) -> None:
-    payload: dict[str, Any] = {"error_code": "VALIDATION_ERROR", "error_message": message, "details": {}}
+def rate_limit_from_env(env: Mapping[str, str] = os.environ) -> tuple[float, float]:
+    """``rate`` and ``burst`` from ``OMNINODE_RATE_LIMIT`` / ``OMNINODE_RATE_BURST``."""
+    try:
+        rate = float(env.get("OMNINODE_RATE_LIMIT", DEFAULT_RATE))
+        burst = float(env.get("OMNINODE_RATE_BURST", 0) or max(rate, 1.0))
+    except ValueError as err:
+        raise LockValidationError(
+            "OMNINODE_RATE_LIMIT and OMNINODE_RATE_BURST must be numbers", field="rate_limit"
+        ) from err
+    if not (math.isfinite(rate) and math.isfinite(burst)) or rate < 0 or burst < 1:
+        raise LockValidationError(
+            "OMNINODE_RATE_LIMIT must be >= 0 (0 turns it off) and OMNINODE_RATE_BURST >= 1",
+            field="rate_limit",
+        )
+    return rate, burst
+
+
+class RateLimiter:
+    """A token bucket per bearer token (hashed: the raw token is not kept), else per peer
+    address. ``rate`` 0 turns it off. The application asks :meth:`refused` first thing
+    for every request (the hot path included), so no route can skip it."""
+
+    def __init__(
+        self,
+        rate: float = DEFAULT_RATE,
+        burst: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate = rate
+        self.burst = burst if burst is not None else max(rate, 1.0)
+        self.clock = clock
+        self._buckets: dict[bytes, tuple[float, float]] = {}  # key -> (tokens, at)
+
+    async def refused(self, scope: Scope, send: Send) -> bool:
+        """True when the request was over the limit and has been answered 429."""
+        if self.rate <= 0 or scope["type"] != "http" or scope.get("path") in EXEMPT_PATHS:
+            return False
+        wait = self.take(_client_key(scope))
+        if wait <= 0:
+            return False
+        retry_after = max(1, math.ceil(wait))
+        await _reject(
+            send,
+            429,
+            f"too many requests: the limit is {self.rate:g} a second per client; retry after {retry_after} s",
+            code="RATE_LIMITED",
+            details={"retry_after_s": retry_after},
+            headers=[(b"retry-after", str(retry_after).encode())],
+        )
+        return True
+
+    def take(self, key: bytes) -> float:
+        """Spend one token of ``key``'s bucket: 0 when allowed, else seconds until one is back."""
+        now = self.clock()
+        tokens, at = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        if tokens < 1:
+            self._buckets[key] = (tokens, now)
+            return (1 - tokens) / self.rate
+        self._buckets[key] = (tokens - 1, now)
+        if len(self._buckets) > MAX_CLIENTS:
+            self._forget_idle(now)
+        return 0.0
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop buckets that have refilled (forgetting them changes nothing); if every
+        client is busy, start over rather than grow without bound."""
+        for key, (tokens, at) in list(self._buckets.items()):
+            if tokens + (now - at) * self.rate >= self.burst:
+                del self._buckets[key]
+        if len(self._buckets) > MAX_CLIENTS:
+            self._buckets.clear()
+
+
+def _client_key(scope: Scope) -> bytes:
+    for name, value in scope.get("headers") or []:
+        if name == b"authorization":
+            return b"t:" + hashlib.sha256(value).digest()
+    client = scope.get("client")
+    return b"a:" + (str(client[0]).encode() if client else b"unknown")
+
+
+async def _reject(
+    send: Send,
+    status: int,
+    message: str,
+    *,
+    code: str = "VALIDATION_ERROR",
+    details: dict[str, Any] | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    payload: dict[str, Any] = {"error_code": code, "error_message": message, "details": details or {}}
     body = json.dumps(payload).encode()
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})

@@ -26,7 +26,7 @@ from omninode_bridge.service.schemas import AcquireBody, ErrorOut, ExtendBody, L
 router = APIRouter(prefix="/v1")
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorOut} for s in (401, 403, 404, 409, 410, 413, 422, 503)
+    s: {"model": ErrorOut} for s in (400, 401, 403, 404, 409, 410, 413, 422, 429, 503)
 }
 
 

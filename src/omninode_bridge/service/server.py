@@ -127,7 +127,7 @@ async def _serve_one(
         await asyncio.sleep(0.05)
     load: asyncio.Future[None] | None = None
     if server.started:
-        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # nosec B104 - a URL to print, not a bind
         base = f"http://{shown}:{port}"
         print(
             f"\n  omninode lock service on {settings.safe_dsn()}\n"
