@@ -82,6 +82,11 @@ class _Connecting:
             await self._client.close()
 
 
+def _consume(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 class LockClient(LockStore):
     """Distributed locks on PostgreSQL: exclusive, shared and semaphore; see SPEC §1.
 
@@ -115,6 +120,10 @@ class LockClient(LockStore):
             dsn, channel_for(self.schema), self.queries, settings.recheck_interval
         )
         self._background: set[asyncio.Task[None]] = set()
+        # statements in flight and clean-ups that must finish even if their caller was
+        # cancelled: close() lets them end before it closes the pool
+        self._inflight: set[asyncio.Future[Any]] = set()
+        self._settling: set[asyncio.Future[Any]] = set()
         self._cleanup_task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -195,6 +204,7 @@ class LockClient(LockStore):
         if self._closed:
             return
         self._closed = True
+        await self._drain()
         for task in [self._cleanup_task, *self._background]:
             if task is not None:
                 task.cancel()
@@ -203,6 +213,29 @@ class LockClient(LockStore):
         await self.listener.release()
         await self._close_lane()
         await self.pool.close()
+
+    async def _drain(self) -> None:
+        """Let in-flight statements and the clean-ups of cancelled callers finish
+        (bounded), so closing never leaves a lease or a queue entry held by nobody."""
+        end = time.monotonic() + SETTLE_TIMEOUT
+        quiet = 0
+        while quiet < 2 and time.monotonic() < end:
+            for _ in range(4):  # cancellations requested before close() land first
+                await asyncio.sleep(0)
+            pending = self._inflight | self._settling
+            if not pending:
+                quiet += 1  # twice nothing pending: a finished statement started no clean-up
+                continue
+            quiet = 0
+            await asyncio.wait(pending, timeout=max(end - time.monotonic(), 0.001))
+
+    def settle(self, work: Awaitable[Any]) -> asyncio.Future[Any]:
+        """Run clean-up ``work`` so that cancelling the caller does not stop it, and
+        close() waits for it."""
+        task = asyncio.ensure_future(work)
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+        return asyncio.shield(task)
 
     async def __aenter__(self) -> LockClient:
         return self
@@ -359,10 +392,15 @@ class LockClient(LockStore):
         it (shielded), and only then is the cancellation passed on.
         """
         task = asyncio.ensure_future(call)
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
-            await asyncio.shield(self._undo_after(task, undo))
+            # whatever happens next (the undo may be cancelled too, the client closing),
+            # the statement's own failure is consumed, never "never retrieved"
+            task.add_done_callback(_consume)
+            await self.settle(self._undo_after(task, undo))
             raise
 
     @staticmethod

@@ -57,7 +57,7 @@ async def wait_in_queue(client: LockClient, req: AcquireRequest) -> Lease:
     except DECIDED:
         raise
     except BaseException:  # cancelled or failed mid-wait: leave the queue explicitly
-        await asyncio.shield(_leave(client, req, deadline))
+        await client.settle(_leave(client, req, deadline))
         raise
     finally:
         client.listener.unregister(lease_id)
