@@ -91,9 +91,8 @@ class Workload:
             rec.write("acquire", **base, t0=t0, t1=time.monotonic(), outcome="timeout")
             return
         except DB_ERRORS as err:
-            rec.write(
-                "acquire", **base, t0=t0, t1=time.monotonic(), outcome="unknown", error=type(err).__name__
-            )
+            rec.write("acquire", **base, t0=t0, t1=time.monotonic(), outcome="unknown", error=_why(err))
+            await asyncio.sleep(self.rng.uniform(0.1, 0.4))  # back off while the fault lasts
             await self.release(lock, lease_id, mode)  # it may have been granted: give it back
             return
         rec.write("acquire", **base, t0=t0, t1=time.monotonic(), outcome="granted", token=held.token,
@@ -132,9 +131,7 @@ class Workload:
             self.rec.write("extend", **base, t0=t0, t1=time.monotonic(), outcome="lost")
             return False
         except DB_ERRORS as err:
-            self.rec.write(
-                "extend", **base, t0=t0, t1=time.monotonic(), outcome="unknown", error=type(err).__name__
-            )
+            self.rec.write("extend", **base, t0=t0, t1=time.monotonic(), outcome="unknown", error=_why(err))
             held.deadline = min(held.deadline, t0)  # in doubt: no longer believed
             return False
         self.rec.write("extend", **base, t0=t0, t1=time.monotonic(), outcome="ok", expires_at=expires_at)
@@ -149,9 +146,7 @@ class Workload:
             self.rec.write("release", **base, t0=t0, t1=time.monotonic(), outcome="lost")
             return
         except DB_ERRORS as err:
-            self.rec.write(
-                "release", **base, t0=t0, t1=time.monotonic(), outcome="unknown", error=type(err).__name__
-            )
+            self.rec.write("release", **base, t0=t0, t1=time.monotonic(), outcome="unknown", error=_why(err))
             return
         outcome = "released" if released_now else "already"
         self.rec.write("release", **base, t0=t0, t1=time.monotonic(), outcome=outcome)
@@ -169,9 +164,7 @@ class Workload:
             self.rec.write("write", **base, t0=t0, t1=time.monotonic(), outcome="rejected")
             return
         except DB_ERRORS as err:
-            self.rec.write(
-                "write", **base, t0=t0, t1=time.monotonic(), outcome="unknown", error=type(err).__name__
-            )
+            self.rec.write("write", **base, t0=t0, t1=time.monotonic(), outcome="unknown", error=_why(err))
             return
         self.rec.write("write", **base, t0=t0, t1=time.monotonic(), outcome="accepted")
 
@@ -197,6 +190,7 @@ async def main(args: argparse.Namespace) -> None:
         deadline = time.monotonic() + args.seconds
         while not stop.is_set() and time.monotonic() < deadline:
             try:
+                await asyncio.sleep(rng.uniform(0, 0.03))  # think time
                 await work.cycle()
             except DB_ERRORS as err:  # anything unforeseen: note it and go on
                 rec.write("error", error=f"{type(err).__name__}: {err}"[:300])
@@ -204,6 +198,10 @@ async def main(args: argparse.Namespace) -> None:
     with contextlib.suppress(Exception):
         await asyncio.wait_for(pool.close(), 5)
     rec.close()
+
+
+def _why(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"[:160]
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,6 +1,7 @@
-"""A network namespace joined to the host by a veth pair, and ``tc netem`` faults on it.
+"""A network namespace joined to the host by a veth pair, and ``tc`` faults on it:
+netem where the kernel has it; else tbf (tail-drop loss, queueing delay) and link down.
 
-Only private addresses on that pair are used (HOST_ADDR on the host end, NS_ADDR in the
+Only private addresses on that pair are used (``10.213.N.1`` on the host end, ``.2`` in the
 namespace); nothing else on the machine is touched. :meth:`Netns.close` removes the
 namespace (and with it the pair) and is called from a ``finally``.
 """
@@ -11,8 +12,7 @@ import os
 import shutil
 import subprocess
 
-HOST_ADDR, NS_ADDR, PREFIX = "10.213.77.1", "10.213.77.2", 30
-NET = "10.213.77.0/30"
+PREFIX = 30
 
 
 def netns_missing() -> str | None:
@@ -32,7 +32,11 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 class Netns:
     def __init__(self, name: str) -> None:
         self.name = name
-        self.host_if, self.ns_if = f"{name[:8]}-h", f"{name[:8]}-c"
+        octet = os.getpid() % 250  # two runs at once get different /30s
+        self.host_addr, self.ns_addr = f"10.213.{octet}.1", f"10.213.{octet}.2"
+        self.net = f"10.213.{octet}.0/{PREFIX}"
+        self.has_netem = False
+        self.host_if, self.ns_if = f"{name[-12:]}-h", f"{name[-12:]}-c"
 
     def open(self) -> None:
         self.close()  # a leftover from a killed run
@@ -40,11 +44,12 @@ class Netns:
             _ip("netns", "add", self.name)
             _ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
             _ip("link", "set", self.ns_if, "netns", self.name)
-            _ip("addr", "add", f"{HOST_ADDR}/{PREFIX}", "dev", self.host_if)
+            _ip("addr", "add", f"{self.host_addr}/{PREFIX}", "dev", self.host_if)
             _ip("link", "set", self.host_if, "up")
-            self.exec_ip("addr", "add", f"{NS_ADDR}/{PREFIX}", "dev", self.ns_if)
+            self.exec_ip("addr", "add", f"{self.ns_addr}/{PREFIX}", "dev", self.ns_if)
             self.exec_ip("link", "set", self.ns_if, "up")
             self.exec_ip("link", "set", "lo", "up")
+            self.probe_netem()
         except subprocess.CalledProcessError:
             self.close()
             raise
@@ -56,15 +61,52 @@ class Netns:
         """The command prefix that runs a program inside the namespace."""
         return ["ip", "netns", "exec", self.name]
 
-    def netem(self, *spec: str) -> None:
-        """Apply a netem qdisc (e.g. ``loss 20%``, ``delay 80ms 20ms``) on both ends."""
+    def _qdisc(self, *spec: str, check: bool = True) -> bool:
+        """``tc qdisc replace ... root SPEC`` on both ends; False if the kernel refuses it."""
+        ok = True
         for cmd in (
-            ["tc", "qdisc", "replace", "dev", self.host_if, "root", "netem", *spec],
-            [*self.prefix(), "tc", "qdisc", "replace", "dev", self.ns_if, "root", "netem", *spec],
+            ["tc", "qdisc", "replace", "dev", self.host_if, "root", *spec],
+            [*self.prefix(), "tc", "qdisc", "replace", "dev", self.ns_if, "root", *spec],
         ):
-            subprocess.run(cmd, capture_output=True, check=True, timeout=10)
+            done = subprocess.run(cmd, capture_output=True, check=False, timeout=10)
+            ok = ok and done.returncode == 0
+            if check and done.returncode != 0:
+                raise RuntimeError(f"{' '.join(cmd)}: {done.stderr.decode().strip()}")
+        return ok
+
+    def probe_netem(self) -> bool:
+        """Whether this kernel has ``sch_netem`` (some VM kernels do not)."""
+        self.has_netem = self._qdisc("netem", "delay", "1ms", check=False)
+        self.clear()
+        return self.has_netem
+
+    def impl(self) -> str:
+        return (
+            "tc netem"
+            if self.has_netem
+            else "tc tbf (tail-drop loss, queueing delay), link down (no sch_netem)"
+        )
+
+    def loss(self) -> None:
+        if self.has_netem:
+            self._qdisc("netem", "loss", "30%")
+        else:  # a queue of one packet at a low rate: bursts are dropped
+            self._qdisc("tbf", "rate", "96kbit", "burst", "1600", "limit", "1600")
+
+    def delay(self) -> None:
+        if self.has_netem:
+            self._qdisc("netem", "delay", "150ms", "50ms")
+        else:  # a slow link with a deep queue: every packet waits
+            self._qdisc("tbf", "rate", "256kbit", "burst", "1600", "latency", "800ms")
+
+    def partition(self) -> None:
+        if self.has_netem:
+            self._qdisc("netem", "loss", "100%")
+        else:
+            _ip("link", "set", self.host_if, "down")
 
     def clear(self) -> None:
+        _ip("link", "set", self.host_if, "up", check=False)
         for cmd in (
             ["tc", "qdisc", "del", "dev", self.host_if, "root"],
             [*self.prefix(), "tc", "qdisc", "del", "dev", self.ns_if, "root"],
