@@ -36,6 +36,7 @@ def main() -> int:
     p.add_argument("--keep", type=Path, default=None, help="copy the run's histories and logs here")
     args = p.parse_args()
     budget = Budget(seconds=args.seconds, min_operations=args.min_operations,
+                    lib_clients=FULL.lib_clients, http_clients=FULL.http_clients,
                     faults=frozenset(args.faults.split(",")))  # fmt: skip
     if args.seed is not None:
         budget.seed = args.seed

