@@ -177,17 +177,44 @@ def check_belief_past_expiry(history: list[Record], db: DbView, slack: float = 0
     return found
 
 
+def clock_offset(history: list[Record]) -> tuple[float, float] | None:
+    """Bounds (low, high) of (database clock - monotonic clock), from every grant.
+
+    The clients share one machine's monotonic clock and the database one wall clock, so
+    the offset is one number: a grant stamped ``acquired_at`` between a request's ``t0``
+    and ``t1`` puts it within ``[acquired_at - t1, acquired_at - t0]``.
+    """
+    low, high = float("-inf"), float("inf")
+    for r in history:
+        if r["op"] == "acquire" and r["outcome"] == "granted":
+            at = epoch(r["acquired_at"])
+            if at is not None:
+                low, high = max(low, at - r["t1"]), min(high, at - r["t0"])
+    return (low, high) if low <= high else None
+
+
 def check_orphan_lease(history: list[Record], db: DbView) -> list[str]:
-    """A lease granted to a request that had definitely failed, held longer than ORPHAN_LIMIT."""
+    """A lease still held more than ORPHAN_LIMIT after its request definitely failed
+    (busy, timed out or cancelled) was reported to the client: held by nobody.
+
+    A grant that raced a partition and ran out before the client heard anything is not
+    one: by the time the failure was reported, nobody held it.
+    """
     found = []
+    offset = clock_offset(history)
     for r in history:
         if r["op"] != "acquire" or r["outcome"] not in DEFINITE_FAILURES:
             continue
         lease = db.leases.get(r["lease_id"])
-        if lease is not None and lease.end - lease.acquired_at > ORPHAN_LIMIT:
+        if lease is None:
+            continue
+        # the failure was reported at t1: at the latest t1 + high by the database clock
+        failed_at = r["t1"] + offset[1] if offset is not None else lease.acquired_at
+        nobody = lease.end - max(lease.acquired_at, failed_at)
+        if nobody > ORPHAN_LIMIT:
             found.append(
-                f"{r['client']}: {r['outcome']} acquire of {r['lock']} left token {lease.token} "
-                f"held by nobody for {lease.end - lease.acquired_at:.3f} s"
+                f"{r['client']}: {r['outcome']} acquire of {r['lock']} (lease {r['lease_id'][:8]}) left "
+                f"token {lease.token} held by nobody for {nobody:.3f} s after the failure"
             )
     return found
 

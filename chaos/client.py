@@ -87,8 +87,9 @@ class Workload:
         except LockHeldByOtherError:
             rec.write("acquire", **base, t0=t0, t1=time.monotonic(), outcome="busy")
             return
-        except LockTimeoutError:
-            rec.write("acquire", **base, t0=t0, t1=time.monotonic(), outcome="timeout")
+        except LockTimeoutError as err:  # the context says what ended the wait, if anything did
+            why = None if err.__context__ is None else _why(err.__context__)
+            rec.write("acquire", **base, t0=t0, t1=time.monotonic(), outcome="timeout", context=why)
             return
         except DB_ERRORS as err:
             rec.write("acquire", **base, t0=t0, t1=time.monotonic(), outcome="unknown", error=_why(err))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -316,6 +317,8 @@ async def run_once(budget: Budget, keep: Path | None = None) -> dict[str, Any]:
     }
     if keep is not None:
         shutil.copytree(workdir, keep, dirs_exist_ok=True)
+        leases = {k: dataclasses.asdict(v) for k, v in view.leases.items()}
+        (keep / "db_leases.json").write_text(json.dumps(leases))
     shutil.rmtree(workdir, ignore_errors=True)
     return out
 

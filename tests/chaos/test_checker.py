@@ -146,17 +146,39 @@ def test_belief_uses_a_lower_bound_of_the_clock_offset() -> None:
     assert fired(history, db) == {}
 
 
-def test_a_lease_held_by_nobody_after_a_cancelled_request() -> None:
+def with_failed_request(
+    outcome: str, reported: float, acquired: float, end: float
+) -> tuple[list[dict[str, Any]], DbView]:
+    """The clean history plus a request that failed (reported at DB time ``reported``) whose
+    lease the database nevertheless holds over [acquired, end)."""
     history, db = clean()
-    cancelled = {"op": "acquire", "client": "c2", "via": "lib", "lock": "ex-b", "mode": "exclusive",
-                 "lease_id": "d9", "t0": 0.0, "t1": 0.1, "outcome": "cancelled"}  # fmt: skip
-    history.append(cancelled)
-    db.leases["d9"] = DbLease("d9", "ex-b", "exclusive", 9, T0 + 5.0, T0 + 8.0)
+    history.append({"op": "acquire", "client": "c2", "via": "lib", "lock": "ex-b", "mode": "exclusive",
+                    "lease_id": "d9", "t0": reported - 100 - 0.5, "t1": reported - 100,
+                    "outcome": outcome})  # fmt: skip
+    db.leases["d9"] = DbLease("d9", "ex-b", "exclusive", 9, T0 + acquired, T0 + end)
     db.events += [{"event_id": "e9", "event_type": "lock_acquired", "lease_id": "d9"}]
     db.kafka = [e["event_id"] for e in db.events]
-    assert fired(history, db) == {"orphan_lease": 1}
-    db.leases["d9"].ended_at = T0 + 5.3  # the cancellation's undo released it at once: fine
-    assert fired(history, db) == {}
+    return history, db
+
+
+@pytest.mark.parametrize("outcome", ["cancelled", "timeout", "busy"])
+def test_a_lease_held_by_nobody_after_the_request_failed(outcome: str) -> None:
+    assert fired(*with_failed_request(outcome, reported=5.0, acquired=5.2, end=8.2)) == {"orphan_lease": 1}
+    # granted before the failure was reported, still held 2 s after it: nobody holds it either
+    assert fired(*with_failed_request(outcome, reported=5.0, acquired=4.0, end=7.0)) == {"orphan_lease": 1}
+
+
+def test_a_failed_request_whose_grant_was_undone_at_once_is_fine() -> None:
+    assert fired(*with_failed_request("cancelled", reported=5.0, acquired=5.2, end=5.5)) == {}
+
+
+def test_a_grant_that_ran_out_before_the_failure_was_reported_is_fine() -> None:
+    """A partition: granted while the client could not hear it, expired before it could."""
+    assert fired(*with_failed_request("timeout", reported=9.0, acquired=4.0, end=7.0)) == {}
+
+
+def test_an_unknown_outcome_is_not_judged() -> None:
+    assert fired(*with_failed_request("unknown", reported=5.0, acquired=5.2, end=8.2)) == {}
 
 
 @pytest.mark.parametrize("where", ["outbox_missing", "outbox_invented", "kafka_missing", "kafka_invented"])
