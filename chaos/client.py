@@ -15,8 +15,9 @@ import random
 import signal
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -33,6 +34,7 @@ from omninode_bridge.locks.errors import (
 )
 from omninode_bridge.locks.queries import load_queries
 
+T = TypeVar("T")
 DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, LockError, asyncio.TimeoutError)
 
 
@@ -177,17 +179,19 @@ async def main(args: argparse.Namespace) -> None:
     loop.add_signal_handler(signal.SIGINT, stop.set)
     rec = Recorder(Path(args.out), args.name, args.via)
     rng = random.Random(args.seed)
-    pool = await asyncpg.create_pool(args.dsn, min_size=1, max_size=3, timeout=5, command_timeout=10)
     settings = LockSettings.load(env_file=None).replace(pool_min=1, pool_max=4, connect_timeout=5)
     async with contextlib.AsyncExitStack() as stack:
+        pool = await connected(lambda: asyncpg.create_pool(args.dsn, min_size=1, max_size=3, timeout=5), stop)
+        stack.push_async_callback(lambda: asyncio.wait_for(pool.close(), 5))
         if args.via == "lib":
-            locks = await stack.enter_async_context(
-                LockClient.connect(args.dsn, settings=settings, run_migrations=False)
-            )
+            opener = lambda: LockClient.connect(args.dsn, settings=settings, run_migrations=False)  # noqa: E731
+            locks = await connected(opener, stop)
+            stack.push_async_callback(locks.close)
             driver: Any = LibDriver(locks)
         else:
             driver = await stack.enter_async_context(HttpDriver(args.url))
         work = Workload(driver, rec, pool, rng, cancels=args.via == "lib")
+        rec.write("ready")
         deadline = time.monotonic() + args.seconds
         while not stop.is_set() and time.monotonic() < deadline:
             try:
@@ -196,9 +200,18 @@ async def main(args: argparse.Namespace) -> None:
             except DB_ERRORS as err:  # anything unforeseen: note it and go on
                 rec.write("error", error=f"{type(err).__name__}: {err}"[:300])
                 await asyncio.sleep(0.2)
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(pool.close(), 5)
     rec.close()
+
+
+async def connected(open_: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T:
+    """Open a connection (pool, client), retrying while a fault keeps the database away."""
+    while True:
+        try:
+            return await open_()
+        except DB_ERRORS:
+            if stop.is_set():
+                raise
+            await asyncio.sleep(0.3)
 
 
 def _why(err: BaseException) -> str:

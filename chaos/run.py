@@ -176,6 +176,16 @@ class Harness:
                 count += sum(1 for line in f if any(f'"op": "{op}"'.encode() in line for op in OPS))
         return count
 
+    async def _clients_ready(self, seconds: float = 60.0) -> None:
+        """Faults start once every client is connected and recording."""
+        deadline = time.monotonic() + seconds
+        paths = [self.workdir / f"{c.name}.jsonl" for c in self.clients]
+        while time.monotonic() < deadline:
+            if all(p.exists() and b'"op": "ready"' in p.read_bytes() for p in paths):
+                return
+            await asyncio.sleep(0.2)
+        raise RuntimeError(f"the clients did not start; see their logs in {self.workdir}")
+
     async def run(self) -> Counter_:
         rng = random.Random(self.budget.seed)
         faults = Faults(self, rng)
@@ -184,6 +194,7 @@ class Harness:
         started = time.monotonic()
         cap = started + max(self.budget.seconds * 4, self.budget.seconds + 60)
         self.start_clients()
+        await self._clients_ready()
         while time.monotonic() < cap:
             elapsed = time.monotonic() - started
             if (
