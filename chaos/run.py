@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 
 from chaos.checker import DbLease, DbView, check_all, epoch
-from chaos.cluster import Cluster, free_port, pg_bindir
+from chaos.cluster import Cluster, cluster_missing, free_port, pg_bindir
 from chaos.faults import Faults
 from chaos.history import PERMITS, SETUP_SQL, read_history
 from chaos.netns import Netns, netns_missing
@@ -76,9 +76,9 @@ class Harness:
                 self.skipped[kind] = reason
 
     async def setup(self) -> None:
-        bindir = pg_bindir()
-        if bindir is None:
-            raise RuntimeError("no PostgreSQL server binaries (initdb) on this machine")
+        missing, bindir = cluster_missing(), pg_bindir()
+        if missing is not None or bindir is None:
+            raise RuntimeError(f"cannot run a PostgreSQL of its own: {missing}")
         net_kinds = ("net_loss", "net_delay", "net_partition")
         missing = netns_missing()
         extra: tuple[str, ...] = ()

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from chaos.cluster import pg_bindir
+from chaos.cluster import cluster_missing
 from chaos.run import Budget, run_once
 
 SHORT_FAULTS = frozenset(
@@ -21,8 +21,9 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
 
 @pytest.fixture(scope="module")
 async def short_run() -> dict[str, object]:
-    if pg_bindir() is None:
-        pytest.skip("no PostgreSQL server binaries (initdb) on this machine")
+    missing = cluster_missing()
+    if missing is not None:
+        pytest.skip(missing)
     budget = Budget(
         seconds=25, min_operations=0, lib_clients=5, http_clients=3, faults=SHORT_FAULTS, gap=(0.8, 1.8)
     )
