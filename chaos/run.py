@@ -14,6 +14,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -186,7 +187,7 @@ class Harness:
             await asyncio.sleep(0.2)
         raise RuntimeError(f"the clients did not start; see their logs in {self.workdir}")
 
-    async def run(self) -> Counter_:
+    async def run(self) -> dict[str, int]:
         rng = random.Random(self.budget.seed)
         faults = Faults(self, rng)
         pending = faults.available(set(self.budget.faults))
@@ -215,7 +216,7 @@ class Harness:
 
     async def finish(self) -> None:
         for client in self.clients:
-            client.signal(__import__("signal").SIGCONT)
+            client.signal(signal.SIGCONT)
         await asyncio.gather(*(asyncio.to_thread(c.stop) for c in self.clients))
         self.service.stop()
 
@@ -285,9 +286,6 @@ class Harness:
             self.cluster.destroy()
         if self.netns is not None:
             self.netns.close()
-
-
-Counter_ = dict[str, int]
 
 
 def _ts(value: Any) -> float:
