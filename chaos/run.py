@@ -131,7 +131,7 @@ class Harness:
         self.bootstrap = f"127.0.0.1:{port}"
         self.relay = Proc(
             "relay",
-            # `omninode-lock relay` is not registered in the console script (reported); the module is
+            # the module form (`omninode-lock relay` on newer installs)
             [sys.executable, "-m", "omninode_bridge.events.cli", "relay", "--dsn", self.dsn, "--bootstrap-servers", self.bootstrap,
              "--topic-prefix", self.topic_prefix, "--linger-ms", "5"],
             self.workdir,
