@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck check chaos bench-engine bench-compare bench-generate bench-events bench-service clean
+.PHONY: run test lint typecheck check chaos bench-engine bench-compare bench-generate bench-events bench-service bench-pgbouncer failover clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -52,6 +52,14 @@ bench-events: $(STAMP)
 
 bench-service: $(STAMP)
 	$(BIN)/python -m bench.service
+
+# pairs/s direct vs through PgBouncer (transaction mode) in one run -> bench/results/pgbouncer.json
+bench-pgbouncer: $(STAMP)
+	$(BIN)/python -m bench.pgbouncer
+
+# a synchronous replica promoted mid-run under a fenced workload -> bench/results/failover.json
+failover: $(STAMP)
+	$(BIN)/python -m bench.failover
 
 clean:
 	rm -rf $(VENV) .omninode .pytest_cache .mypy_cache .ruff_cache

@@ -4,13 +4,19 @@ In one run, against one PostgreSQL (default: embedded under ``.omninode/bench-pg
 
 * HTTP acquire+release pairs/s and p95 at 1, 8 and 32 clients (each client its own
   lock name and its own keep-alive connection), next to the library (:class:`LockClient`)
-  called directly with the same concurrency, interleaved in rounds;
+  called directly with the same concurrency, interleaved in rounds (the order swapped
+  every round), with the per-round ratios and the CPU time per pair of the service
+  process (HTTP + engine) and of the library's process (engine alone);
 * the long-poll hand-off over HTTP: release through one request -> the queued
   acquire's response arrives (p50/p99);
 * 1,000 concurrent long-poll waiters on one service instance: peak database
   connections of that instance (pool of 2 + its listener) and the time to drain the
   queue (each waiter, once granted, releases at once);
 * the service process's peak RSS (VmHWM).
+
+``--base REV`` also starts the service of git revision ``REV`` (its ``src/`` from
+``git archive``, on this virtualenv) and puts its HTTP pairs/s into the same rounds:
+a before/after of the service on the same machine, database and minute.
 
 The service runs as ``omninode-lock serve`` in a subprocess, as users run it. The
 HTTP client is a minimal keep-alive HTTP/1.1 client (below) so the numbers measure
@@ -30,7 +36,9 @@ import platform
 import resource
 import signal
 import socket
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -94,9 +102,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# ``omninode-lock`` of another source tree (``--base``): its src/ first on sys.path
+BASE_CLI = "import sys; from omninode_bridge.scripts import omninode_lock; sys.argv[0] = 'omninode-lock'; omninode_lock()"
+
+
 class ServiceProcess:
-    def __init__(self, dsn: str, pool_max: int, **extra_env: str) -> None:
+    def __init__(self, dsn: str, pool_max: int, source: Path | None = None, **extra_env: str) -> None:
         self.dsn, self.port = dsn, free_port()
+        self.command = [CLI] if source is None else [sys.executable, "-c", BASE_CLI]
+        if source is not None:
+            extra_env = {**extra_env, "PYTHONPATH": str(source / "src")}
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OMNINODE_", "POSTGRES_"))}
         env.update(
             OMNINODE_LOCK_SCHEMA=SCHEMA,
@@ -110,7 +125,7 @@ class ServiceProcess:
 
     async def start(self) -> ServiceProcess:
         self.proc = await asyncio.create_subprocess_exec(
-            CLI, "--dsn", self.dsn, "serve", "--port", str(self.port), "--log-level", "warning",
+            *self.command, "--dsn", self.dsn, "serve", "--port", str(self.port), "--log-level", "warning",
             env=self.env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         for _ in range(600):
@@ -122,6 +137,11 @@ class ServiceProcess:
                     return self
             await asyncio.sleep(0.1)
         raise RuntimeError("the service did not start")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
     def peak_rss_mb(self) -> float:
         assert self.proc is not None
@@ -204,6 +224,28 @@ async def handoff(port: int, rounds: int) -> list[float]:
     await holder.close()
     await waiter.close()
     return times
+
+
+def median(values: list[Any]) -> Any:
+    return sorted(values)[len(values) // 2]
+
+
+class ProcessCpu:
+    """CPU time (user + system) a process spends from now on, per unit of work.
+
+    For HTTP it is the service process (HTTP handling plus the engine calls); for the
+    library it is this process (the engine calls alone, no HTTP client in the way)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.start = self.now()
+
+    def now(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def ms_per(self, units: float) -> float:
+        return round((self.now() - self.start) * 1000 / max(units, 1), 3)
 
 
 CROWD_APP = "omninode-svcbench-crowd"
@@ -294,7 +336,16 @@ async def thousand_waiters(
     }
 
 
-async def main(dsn: str | None, seconds: float, rounds: int, waiters: int) -> dict[str, Any]:
+def export_tree(rev: str, into: Path) -> Path:
+    """``src/`` of git revision ``rev`` under ``into`` (``git archive``, no checkout)."""
+    archive = subprocess.run(["git", "archive", rev, "src"], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
+
+
+async def main(
+    dsn: str | None, seconds: float, rounds: int, waiters: int, base: str | None = None
+) -> dict[str, Any]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 8192)), hard))
     dsn = dsn or start_embedded(ROOT / ".omninode" / "bench-pgdata")
@@ -304,26 +355,60 @@ async def main(dsn: str | None, seconds: float, rounds: int, waiters: int) -> di
     settings = LockSettings(schema=SCHEMA, pool_min=2, pool_max=10, cleanup_interval=3600)
     svc = await ServiceProcess(dsn, pool_max=10).start()
     results: dict[str, Any] = {"concurrency": {}}
+    tmp = tempfile.TemporaryDirectory(prefix="omninode-svcbench-base-")
+    old = None
+    if base is not None:  # the service of another revision, in the same run on the same database
+        old = await ServiceProcess(dsn, pool_max=10, source=export_tree(base, Path(tmp.name))).start()
+        results["base"] = {"rev": base, "concurrency": {}}
+    sides = ["http", "lib"] + (["base"] if old is not None else [])
     try:
         async with LockClient.connect(dsn, settings=settings, cleanup=False) as locks:
             for clients in (1, 8, 32):
-                http_rates, lib_rates, lat = [], [], []
-                for r in range(rounds):  # interleaved, so drift on a shared machine hits both
-                    rate, latencies = await http_pairs(svc.port, clients, seconds, f"{r}")
-                    http_rates.append(rate)
-                    lat.extend(latencies)
-                    lib_rates.append(await lib_pairs(locks, clients, seconds, f"{r}"))
+                http_rates, lib_rates, lat, ratios = [], [], [], []
+                http_cpu, lib_cpu, base_rates, base_cpu = [], [], [], []
+                for r in range(rounds):
+                    # interleaved, and the order rotated every round, so drift on a shared
+                    # machine (and whoever runs first) hits every side alike
+                    for side in sides[r % len(sides) :] + sides[: r % len(sides)]:
+                        if side == "base" and old is not None:
+                            cpu = ProcessCpu(old.pid)
+                            rate, _ = await http_pairs(old.port, clients, seconds, f"b{r}")
+                            base_cpu.append(cpu.ms_per(rate * seconds))
+                            base_rates.append(rate)
+                        elif side == "http":
+                            cpu = ProcessCpu(svc.pid)
+                            rate, latencies = await http_pairs(svc.port, clients, seconds, f"{r}")
+                            http_cpu.append(cpu.ms_per(rate * seconds))
+                            http_rates.append(rate)
+                            lat.extend(latencies)
+                        else:
+                            cpu = ProcessCpu(os.getpid())
+                            rate = await lib_pairs(locks, clients, seconds, f"{r}")
+                            lib_cpu.append(cpu.ms_per(rate * seconds))
+                            lib_rates.append(rate)
+                    ratios.append(round(http_rates[-1] / max(1, lib_rates[-1]), 2))
                 results["concurrency"][str(clients)] = {
-                    "http_pairs_s": sorted(http_rates)[len(http_rates) // 2],
+                    "http_pairs_s": median(http_rates),
                     "http_p95_ms": round(percentile(lat, 95) * 1000, 2),
-                    "lib_pairs_s": sorted(lib_rates)[len(lib_rates) // 2],
+                    "lib_pairs_s": median(lib_rates),
+                    "ratio_by_round": ratios,
+                    "cpu_ms_per_pair": {"service": median(http_cpu), "library": median(lib_cpu)},
                 }
+                if old is not None:
+                    results["base"]["concurrency"][str(clients)] = {
+                        "http_pairs_s": median(base_rates),
+                        "http_vs_lib": round(median(base_rates) / max(1, median(lib_rates)), 2),
+                        "cpu_ms_per_pair": median(base_cpu),
+                    }
         times = await handoff(svc.port, 200)
         results["handoff_p50_ms"] = round(percentile(times, 50) * 1000, 2)
         results["handoff_p99_ms"] = round(percentile(times, 99) * 1000, 2)
         rss_main = svc.peak_rss_mb()
     finally:
         await svc.stop()
+        if old is not None:
+            await old.stop()
+        tmp.cleanup()
     # the engine's default safety re-check (every 2 s per waiter) and a slower one
     crowds = [await thousand_waiters(dsn, waiters), await thousand_waiters(dsn, waiters, recheck=30)]
     keys = ("db_connections", "drain_s", "served", "recheck_interval_s", "queue_fill_s", "handoffs_per_s")
@@ -336,24 +421,32 @@ async def main(dsn: str | None, seconds: float, rounds: int, waiters: int) -> di
     }
     ratio = results["concurrency"]["8"]["http_pairs_s"] / max(1, results["concurrency"]["8"]["lib_pairs_s"])
     results["http_vs_lib_at_8"] = round(ratio, 2)
-    results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    results["machine"] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+    }
     results["settings"] = {"seconds": seconds, "rounds": rounds, "waiters": waiters, "workers": 1}
     return results
 
 
 def show(results: dict[str, Any]) -> None:
-    console = Console(highlight=False)
+    console = Console(highlight=False, width=max(Console().width, 120))
     table = Table(title="lock service vs library (acquire+release pairs)", title_justify="left")
-    for col in ("clients", "HTTP pairs/s", "HTTP p95 ms", "library pairs/s", "HTTP / library"):
+    columns = ("clients", "HTTP pairs/s", "HTTP p95 ms", "library pairs/s", "HTTP / library")
+    for col in (*columns, "by round", "CPU ms/pair service | library"):
         table.add_column(col, justify="right")
     for clients, row in results["concurrency"].items():
         ratio = row["http_pairs_s"] / max(1, row["lib_pairs_s"])
+        cpu = row["cpu_ms_per_pair"]
         table.add_row(
             clients,
             str(row["http_pairs_s"]),
             str(row["http_p95_ms"]),
             str(row["lib_pairs_s"]),
             f"{ratio:.2f}",
+            " ".join(f"{r:.2f}" for r in row["ratio_by_round"]),
+            f"{cpu['service']:.2f} | {cpu['library']:.2f}",
         )
     console.print(table)
     console.print(
@@ -368,6 +461,12 @@ def show(results: dict[str, Any]) -> None:
             f"({w['handoffs_per_s']} hand-offs/s)"
         )
     console.print(f"service peak RSS: {results['rss_mb']} MB")
+    if "base" in results:
+        for clients, row in results["base"]["concurrency"].items():
+            console.print(
+                f"base {results['base']['rev']} at {clients} clients: {row['http_pairs_s']} HTTP pairs/s, "
+                f"HTTP / library {row['http_vs_lib']}, service CPU {row['cpu_ms_per_pair']:.2f} ms/pair"
+            )
 
 
 if __name__ == "__main__":
@@ -376,8 +475,11 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=2.0, help="per round and concurrency")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--waiters", type=int, default=1000)
+    parser.add_argument(
+        "--base", default=None, help="also run the service of this git revision, interleaved (before/after)"
+    )
     args = parser.parse_args()
-    out = asyncio.run(main(args.dsn, args.seconds, args.rounds, args.waiters))
+    out = asyncio.run(main(args.dsn, args.seconds, args.rounds, args.waiters, args.base))
     show(out)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "service.json").write_text(json.dumps(out, indent=2) + "\n")

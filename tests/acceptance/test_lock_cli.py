@@ -137,7 +137,7 @@ class _Events(list[dict[str, object]]):
 
 async def test_demo_invariant_check_catches_a_stale_writer(dsn: str, locks: LockClient) -> None:
     """The demo's guard is real: a write with an older fencing token is reported."""
-    from omninode_bridge.locks import demo
+    from omninode_bridge.demos import contention as demo
 
     settings = LockSettings(dsn=dsn, schema=SCHEMA)
     await demo._prepare(dsn, settings, "stale")
@@ -197,3 +197,15 @@ async def test_no_database_configured_starts_reuses_and_stops_an_embedded_server
         code, text = await run("embedded", "stop")
     assert code == 0 and "stopped the embedded PostgreSQL" in text, text
     assert not _postmaster_running(data_dir)
+
+
+def test_the_installed_command_has_every_layers_subcommands() -> None:
+    """The console script loads the events and demo commands too (SPEC §4 lists them)."""
+    import subprocess
+
+    shown = subprocess.run([CLI, "--help"], capture_output=True, text=True, timeout=60, check=True).stdout
+    listed = {line.split()[0] for line in shown.split("Commands:")[1].splitlines() if line.strip()}
+    wanted = {"serve", "acquire", "release", "extend", "info", "list", "force-release", "cleanup", "events"}
+    assert wanted | {"relay", "run", "demo", "migrate", "embedded"} <= listed
+    follow = subprocess.run([CLI, "events", "--help"], capture_output=True, text=True, timeout=60, check=True)
+    assert "--follow" in follow.stdout

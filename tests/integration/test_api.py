@@ -60,11 +60,17 @@ def test_schema_names_with_a_trailing_newline_are_refused() -> None:
     assert check_schema("omninode_locks") == "omninode_locks"
 
 
-async def test_a_semaphores_permits_are_not_silently_redeclared(locks: LockClient) -> None:
+async def test_a_semaphores_permits_are_not_silently_redeclared(
+    locks: LockClient, admin_conn: asyncpg.Connection
+) -> None:
     lease = await locks.acquire("sem", "a", permits=2, ttl=30)
     await locks.release(lease)
-    with pytest.raises(LockValidationError, match="permits=2"):
-        await locks.acquire("sem", "a", permits=5, ttl=30)
+    snapshot = "SELECT to_jsonb(t) FROM omninode_locks.locks t"
+    before = await admin_conn.fetch(snapshot)
+    for wait in (0, 5):  # try-lock and queueing acquire: refused, and nothing written
+        with pytest.raises(LockValidationError, match="permits=2"):
+            await locks.acquire("sem", "a", permits=5, ttl=30, wait=wait)
+    assert await admin_conn.fetch(snapshot) == before, "a refused request changed the lock row"
     assert (await locks.get_lock_info("sem")).permits == 2
     second = await locks.acquire("sem", "b", ttl=30)  # no permits given: the declared ones hold
     assert second.lock_name == "sem"

@@ -11,10 +11,11 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "omninode_bridge"
 
 # package -> packages of ours it must never import
 FORBIDDEN = {
-    "core": {"locks", "events", "service", "nodes", "codegen"},
-    "locks": {"events", "service", "nodes", "codegen"},
+    "core": {"locks", "events", "service", "nodes", "codegen", "demos"},
+    "locks": {"events", "service", "nodes", "codegen", "demos"},
+    "events": {"service", "nodes", "codegen", "demos"},
     "service": {"nodes", "codegen"},
-    "codegen": {"locks", "events", "service", "nodes"},
+    "codegen": {"locks", "events", "service", "nodes", "demos"},
 }
 
 

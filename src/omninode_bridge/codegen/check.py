@@ -7,9 +7,10 @@ contract must follow the schema, and the manifests present must pass their
 validators (Kubernetes schema, Consul service schema, hadolint; a validator
 that is not installed is reported as skipped). Exit 1 on any problem.
 
-A hand-written node (the distributed lock node) opts out of the marker check
-only, explicitly, with a comment line ``# omninode-check: hand-written`` in its
-node.py; everything else is checked as for a generated node.
+A hand-written node opts out of the marker check only, explicitly, with a comment
+line ``# omninode-check: hand-written`` in its node.py; everything else is checked as
+for a generated node. (The product's own lock node no longer needs it: it is a
+generated scaffold with hand edits, see ``update``'s hand-owned files.)
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from omninode_bridge.codegen.lexicon import BACKENDS
 from omninode_bridge.codegen.operations import INPUT_CHECK_SUFFIX, operation_specs
 from omninode_bridge.codegen.prompt import DEFAULT_VERBS, check_name, parse_prompt, snake
 from omninode_bridge.codegen.prompt_text import bad_input, step_timeout_seconds
-from omninode_bridge.codegen.refine import host_style, refine
+from omninode_bridge.codegen.refine import host_style, refine, style_record
 from omninode_bridge.codegen.render import Renderer, adapter_plan, backend_families, build_context, node_paths
 from omninode_bridge.codegen.spec import NodeAnswers
 from omninode_bridge.codegen.validate import ValidationReport, validate
@@ -357,7 +357,9 @@ def generate(opts: GenerateOptions, progress: Progress | None = None) -> Generat
             )
             if not report.passed:
                 stage.status = "failed"
-        files[RECORD_NAME] = make_record(answers, renderer.template_version, contract_hash(contract), files)
+        files[RECORD_NAME] = make_record(
+            answers, renderer.template_version, contract_hash(contract), files, style_record(style)
+        )
         (staging.node_dir / RECORD_NAME).write_text(files[RECORD_NAME], encoding="utf-8")
         result.files = sorted(files)
         result.node_dir = str(target)

@@ -61,6 +61,22 @@ def host_style(start: Path) -> RuffStyle:
     return RuffStyle()
 
 
+def style_record(style: RuffStyle) -> dict[str, Any]:
+    """What a generation record keeps of ``style`` (no path: records move with their node)."""
+    return {"line_length": style.line_length, "select": list(style.select), "ignore": list(style.ignore)}
+
+
+def recorded_style(data: Any, fallback: RuffStyle) -> RuffStyle:
+    """The style a record kept (see :func:`style_record`); ``fallback`` for older records."""
+    if not isinstance(data, dict):
+        return fallback
+    length = data.get("line_length")
+    select, ignore = _codes(data.get("select")), _codes(data.get("ignore"))
+    if not isinstance(length, int) or not 40 <= length <= 320 or not select:
+        return fallback
+    return RuffStyle(line_length=length, select=select, ignore=ignore, source="the generation record")
+
+
 def _codes(value: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in value) if isinstance(value, list) else ()
 

@@ -9,6 +9,12 @@ between ``<<<<<<< yours`` / ``>>>>>>> template`` markers (copier's way) and the
 record's base becomes the new render, so once the markers are resolved by hand the
 next ``update`` sees "changed only locally" and keeps the resolution. Files still
 holding markers stop every later update until they are resolved.
+
+Two kinds of hand edit are never merged: a generated file the user deleted stays
+deleted, and a file the user has taken over whole (a comment line
+``omninode-generate: hand-owned``, see :func:`.writer.is_hand_owned`) is kept byte for
+byte whatever the template did. The re-render uses the ruff style the record kept, so
+a node folder copied elsewhere updates the same way.
 """
 
 from __future__ import annotations
@@ -27,8 +33,8 @@ from merge3 import Merge3
 
 from omninode_bridge.codegen.contract_builder import contract_hash
 from omninode_bridge.codegen.pipeline import render_node
-from omninode_bridge.codegen.refine import host_style, refine
-from omninode_bridge.codegen.render import Renderer, node_paths
+from omninode_bridge.codegen.refine import RuffStyle, host_style, recorded_style, refine, style_record
+from omninode_bridge.codegen.render import MARKER, Renderer, node_paths
 from omninode_bridge.codegen.spec import NodeAnswers
 from omninode_bridge.codegen.writer import (
     CONFLICT_END,
@@ -36,6 +42,7 @@ from omninode_bridge.codegen.writer import (
     RECORD_NAME,
     Staging,
     has_markers,
+    is_hand_owned,
     make_record,
     read_record,
 )
@@ -66,14 +73,14 @@ def merge3(ours: str, base: str, theirs: str) -> tuple[str, bool]:
 
 
 def _render_theirs(
-    answers: NodeAnswers, renderer: Renderer, node_dir: Path
+    answers: NodeAnswers, renderer: Renderer, style: RuffStyle
 ) -> tuple[dict[str, str], dict[str, Any]]:
     contract, files, package_init = render_node(answers, renderer)
     package, vdir = node_paths(answers)
     staging = Staging(None, package, vdir)
     try:
         staging.put(files, package_init)
-        refine(staging.root, host_style(node_dir))
+        refine(staging.root, style)
         return staging.read(), contract
     finally:
         staging.discard()
@@ -104,13 +111,39 @@ def conflict_hunks(merged: str, context: int = HUNK_CONTEXT) -> str:
     return "\n".join(out)
 
 
+def restamp(text: str | None, old_version: str, new_version: str) -> str | None:
+    """``text`` with the generator's version stamp ``(template OLD`` moved to NEW.
+
+    Every generated file names its template version next to the marker, so a new
+    template version changes a line in every file; a hand edit next to that line would
+    conflict with a change nobody made. The stamp is moved in base and ours before the
+    merge, so it follows the template and the hand edits around it stay theirs alone.
+    """
+    if text is None or old_version == new_version:
+        return text
+    return text.replace(f"{MARKER} (template {old_version}", f"{MARKER} (template {new_version}")
+
+
 def _decide(
-    rel: str, b: str | None, o: str | None, t: str | None, result: UpdateResult, inline: bool = False
+    rel: str,
+    b: str | None,
+    o: str | None,
+    t: str | None,
+    result: UpdateResult,
+    inline: bool = False,
+    versions: tuple[str, str] = ("", ""),
 ) -> str | None:
     """The new content of ``rel`` (None: absent); records the action or a conflict."""
     if has_markers(o):
         result.conflicts[rel] = "unresolved conflict markers from an earlier update: resolve them first"
         return o
+    if o is not None and is_hand_owned(o):
+        result.actions[rel] = "unchanged" if o == t else "kept (hand-owned)"
+        return o
+    if o is None and b is not None:
+        result.actions[rel] = "kept removed (yours)" if t is not None else "removed (template)"
+        return None
+    b, o = restamp(b, *versions), restamp(o, *versions)
     if t == b or o == t:
         result.actions[rel] = "unchanged" if o == b else "kept (hand edits)"
         return o
@@ -118,12 +151,7 @@ def _decide(
         result.actions[rel] = "removed (template)" if t is None else "updated (template)"
         return t
     if o is None or t is None or b is None:
-        why = (
-            "deleted locally but changed in the template"
-            if o is None
-            else "changed locally and in the template"
-        )
-        result.conflicts[rel] = why
+        result.conflicts[rel] = "changed locally and in the template"
         return o
     merged, conflicted = merge3(o, b, t)
     if conflicted and inline:
@@ -144,14 +172,23 @@ def update_node(
     node_dir = node_dir.resolve()
     record = read_record(node_dir)
     renderer = Renderer(template_dir)
-    theirs, contract = _render_theirs(record["answers"], renderer, node_dir)
+    style = recorded_style(record.get("style"), host_style(node_dir))
+    theirs, contract = _render_theirs(record["answers"], renderer, style)
     base: dict[str, str] = record["pristine"]
     names = set(base) | set(theirs)
     ours = _on_disk(node_dir, names)
     result = UpdateResult(str(node_dir), record["template_version"], renderer.template_version)
     new: dict[str, str | None] = {}
     for rel in sorted(names):
-        new[rel] = _decide(rel, base.get(rel), ours.get(rel), theirs.get(rel), result, inline)
+        new[rel] = _decide(
+            rel,
+            base.get(rel),
+            ours.get(rel),
+            theirs.get(rel),
+            result,
+            inline,
+            (record["template_version"], renderer.template_version),
+        )
     if result.conflicts or dry_run:
         return result
     for rel, text in new.items():
@@ -166,7 +203,13 @@ def update_node(
         node_dir,
         new,
         ours,
-        make_record(record["answers"], renderer.template_version, contract_hash(contract), theirs),
+        make_record(
+            record["answers"],
+            renderer.template_version,
+            contract_hash(contract),
+            theirs,
+            style_record(style) if "style" in record else None,
+        ),
     )
     result.applied = True
     return result

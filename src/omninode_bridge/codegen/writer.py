@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -27,6 +28,16 @@ CONFLICT_START = "<<<<<<< yours"
 CONFLICT_END = ">>>>>>> template"
 
 
+# A comment line saying a generated file is now wholly the user's: ``update`` keeps it as is.
+HAND_OWNED = "omninode-generate: hand-owned"
+HAND_OWNED_RE = re.compile(r"^[ \t]*(?:#|<!--)[ \t]*omninode-generate:[ \t]*hand-owned\b", re.MULTILINE)
+
+
+def is_hand_owned(text: str | None) -> bool:
+    """Whether ``text`` has a ``# omninode-generate: hand-owned`` (or ``<!-- ... -->``) line."""
+    return text is not None and HAND_OWNED_RE.search(text) is not None
+
+
 def has_markers(text: str | None) -> bool:
     """Whether ``text`` still holds an unresolved conflict written by ``--conflicts inline``."""
     return text is not None and any(
@@ -39,10 +50,18 @@ def sha256(text: str) -> str:
 
 
 def make_record(
-    answers: Mapping[str, Any], template_version: str, contract_sha: str, files: dict[str, str]
+    answers: Mapping[str, Any],
+    template_version: str,
+    contract_sha: str,
+    files: dict[str, str],
+    style: Mapping[str, Any] | None = None,
 ) -> str:
-    """The record file: what ``update`` needs to re-render and 3-way merge (no timestamps)."""
-    record = {
+    """The record file: what ``update`` needs to re-render and 3-way merge (no timestamps).
+
+    ``style`` is the ruff style the files were refined with (line length and rules, no
+    path), so ``update`` re-renders the same way wherever the folder has moved since.
+    """
+    record: dict[str, Any] = {
         "_marker": MARKER,
         "generator": "omninode-generate",
         "generator_version": __version__,
@@ -52,6 +71,8 @@ def make_record(
         "files": {rel: sha256(text) for rel, text in sorted(files.items())},
         "pristine": dict(sorted(files.items())),
     }
+    if style is not None:
+        record["style"] = dict(style)
     return json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 

@@ -1,10 +1,10 @@
 """``omninode-lock``: operate the lock service from a shell.
 
 Subcommands: ``migrate``, ``status``, ``acquire``, ``release``, ``extend``, ``info``,
-``list``, ``force-release``, ``cleanup``, ``events``, ``demo`` and ``embedded
-status|stop`` (``relay`` and ``events --follow`` come from :mod:`omninode_bridge.events.cli`,
-``serve`` and ``run`` from :mod:`omninode_bridge.service.commands`, the installed entry
-point). The database comes from ``--dsn``, else the environment / ``.env`` / config file
+``list``, ``force-release``, ``cleanup``, ``events`` and ``embedded status|stop``
+(``relay`` and ``events --follow`` come from :mod:`omninode_bridge.events.cli`, ``demo``
+from :mod:`omninode_bridge.demos.cli`, ``serve`` and ``run`` from
+:mod:`omninode_bridge.service.commands`, the installed entry point, which loads them all). The database comes from ``--dsn``, else the environment / ``.env`` / config file
 (:meth:`LockSettings.load`), else this user's embedded PostgreSQL. Expected failures (bad
 settings included) print one line on stderr and exit non-zero; no password is ever
 printed (messages go through :func:`redact_text`, which also scrubs every configured
@@ -434,28 +434,6 @@ def events_cmd(ctx: Context, lock_name: str | None, limit: int, as_json: bool) -
             ", ".join(f"{k}={v}" for k, v in sorted(payload.items())),
         )
     _console().print(table if events else "no events")
-
-
-@main.command("demo")
-@db_options
-@click.option("--seconds", default=10.0, show_default=True, type=click.FloatRange(1, 600))
-@click.option("--workers", default=5, show_default=True, type=click.IntRange(2, 32))
-@click.option("--quiet", is_flag=True, help="Only the summary, no live lines.")
-@pass_ctx
-def demo_cmd(ctx: Context, seconds: float, workers: int, quiet: bool) -> None:
-    """Live demonstration: worker processes contend for locks; invariants are checked."""
-    from omninode_bridge.locks.demo import run_demo
-
-    settings = ctx.settings()
-    try:
-        ok = run_demo(settings, seconds=seconds, workers=workers, live=not quiet)
-    except LockError as err:
-        fail(str(err))
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
-        fail(f"DATABASE_ERROR: {type(err).__name__}: {err}")
-    except KeyboardInterrupt:
-        fail("interrupted", 130)
-    sys.exit(0 if ok else EXIT_ERROR)
 
 
 EXIT_NOT_RUNNING = 3  # as `pg_ctl status` and LSB init scripts say "not running"

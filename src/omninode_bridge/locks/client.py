@@ -38,6 +38,7 @@ from omninode_bridge.locks.migrate import migrate
 from omninode_bridge.locks.models import (
     Lease,
     LockMode,
+    check_correlation,
     check_metadata,
     check_mode,
     check_name,
@@ -200,6 +201,7 @@ class LockClient(LockStore):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.listener.release()
+        await self._close_lane()
         await self.pool.close()
 
     async def __aenter__(self) -> LockClient:
@@ -247,6 +249,7 @@ class LockClient(LockStore):
             metadata_json=encode_metadata(check_metadata(options.get("metadata"))),
             lease_id=uuid.uuid4() if lease_id is None else parse_lease_id(lease_id),
             own_id=lease_id is not None,
+            correlation_id=check_correlation(options.get("correlation_id")),
         )
 
     # -- acquire ------------------------------------------------------------------
@@ -285,7 +288,8 @@ class LockClient(LockStore):
         """Acquire ``name``. Options: ``mode`` ("exclusive" | "shared"), ``ttl`` (s),
         ``wait`` (0 tries once; T queues FIFO for up to T s), ``permits`` (semaphore
         size), ``reentrant``, ``metadata`` (JSON object, <= 4 KiB), ``lease_id`` (your
-        own UUID, so that a retried request finds its own earlier effect).
+        own UUID, so that a retried request finds its own earlier effect),
+        ``correlation_id`` (carried by the events this acquire causes).
 
         ``blocking=False`` returns ``None`` instead of raising when the lock is busy (or
         the wait ran out), as redis-py does. With ``conn`` the lease is taken inside the
@@ -296,6 +300,8 @@ class LockClient(LockStore):
             if conn is not None:
                 if req.wait > 0:
                     raise LockValidationError("wait must be 0 inside the caller's transaction", field="wait")
+                if req.correlation_id is not None and conn.is_in_transaction():
+                    await conn.execute(self.queries["set_correlation"], req.correlation_id)
                 sent = time.monotonic()
                 row: Any = await conn.fetchrow(self.queries["acquire_in_txn"], *req.txn_args())
                 lease = acquire_outcome(row, req.name, sent)
@@ -324,7 +330,10 @@ class LockClient(LockStore):
         lease = await self.fast_acquire(req)
         if lease is not None:
             return lease
-        row = await self.settled(self._call("acquire", *req.args(None)), undo=self._discard(req.lease_id))
+        row = await self.settled(
+            self._call("acquire", *req.args(None), correlation_id=req.correlation_id),
+            undo=self._discard(req.lease_id),
+        )
         return acquire_outcome(row, req.name, sent)
 
     async def fast_acquire(self, req: AcquireRequest) -> Lease | None:
@@ -334,7 +343,8 @@ class LockClient(LockStore):
         sent = time.monotonic()
         try:
             row = await self.settled(
-                self._call("acquire_fast", *req.fast_args()), undo=self._discard(req.lease_id)
+                self._call("acquire_fast", *req.fast_args(), correlation_id=req.correlation_id),
+                undo=self._discard(req.lease_id),
             )
         except asyncpg.UniqueViolationError:  # a retry racing its own first attempt
             return None
@@ -374,17 +384,25 @@ class LockClient(LockStore):
     # -- release / extend ---------------------------------------------------------
 
     async def release(
-        self, lease: Lease | str | uuid.UUID, *, conn: asyncpg.Connection | None = None
+        self,
+        lease: Lease | str | uuid.UUID,
+        *,
+        conn: asyncpg.Connection | None = None,
+        correlation_id: str | None = None,
     ) -> bool:
         """Release a lease. Idempotent: releasing twice is fine. Returns False when it was
         already released earlier; raises LOCK_EXPIRED / LOCK_NOT_HELD when it was lost.
-        With ``conn``, inside the caller's transaction (its durability is untouched)."""
+        With ``conn``, inside the caller's transaction (its durability is untouched).
+        ``correlation_id`` is carried by the release's event."""
         lease_id = parse_lease_id(lease)
+        correlation_id = check_correlation(correlation_id)
         started = time.perf_counter()
         if conn is not None:
+            if correlation_id is not None and conn.is_in_transaction():
+                await conn.execute(self.queries["set_correlation"], correlation_id)
             row: Any = await conn.fetchrow(self.queries["release_in_txn"], lease_id)
         else:
-            row = await self._call("release", lease_id)
+            row = await self._call("release", lease_id, correlation_id=correlation_id)
         if isinstance(lease, Lease) and row["status"] in ("expired", "not_held"):
             lease.lost = row["status"]
         status = lease_outcome(row, "release")
@@ -392,12 +410,14 @@ class LockClient(LockStore):
         self.stats.last_db_ms = (time.perf_counter() - started) * 1000
         return status != "already_released"
 
-    async def extend(self, lease: Lease, ttl: float | None = None) -> Lease:
+    async def extend(
+        self, lease: Lease, ttl: float | None = None, *, correlation_id: str | None = None
+    ) -> Lease:
         """Renew ``lease`` for ``ttl`` seconds (default: its TTL) from now, by the DB clock.
         If it was lost (``LOCK_EXPIRED`` / ``LOCK_NOT_HELD``), ``lease.lost`` says so."""
         seconds = check_ttl(lease.ttl if ttl is None else ttl)
         try:
-            renewed = await self.extend_lease_id(lease.lease_id, seconds)
+            renewed = await self.extend_lease_id(lease.lease_id, seconds, correlation_id=correlation_id)
         except (LockExpiredError, LockNotHeldError) as err:
             lease.lost = err.code
             raise
@@ -408,12 +428,17 @@ class LockClient(LockStore):
         )
         return lease
 
-    async def extend_lease_id(self, lease_id: str | uuid.UUID, ttl: float | None = None) -> Lease:
+    async def extend_lease_id(
+        self, lease_id: str | uuid.UUID, ttl: float | None = None, *, correlation_id: str | None = None
+    ) -> Lease:
         """Renew a lease known only by its id (the HTTP API's and CLI's form) for ``ttl``
         seconds (default ``default_ttl``); returns the lease as the database now has it."""
         seconds = check_ttl(self.settings.default_ttl if ttl is None else ttl)
+        correlation_id = check_correlation(correlation_id)
         sent = time.monotonic()
-        row = await self._call("extend", parse_lease_id(lease_id), int(seconds * 1000))
+        row = await self._call(
+            "extend", parse_lease_id(lease_id), int(seconds * 1000), correlation_id=correlation_id
+        )
         lease_outcome(row, "extend")
         self.stats.extends += 1
         return Lease.from_record(row, sent)

@@ -35,6 +35,8 @@ APP_NAME = "omninode-bridge"
 # Public setting name -> environment variable (the names the README documents).
 ENV_VARS: dict[str, str] = {
     "dsn": "OMNINODE_POSTGRES_DSN",
+    "listen_dsn": "OMNINODE_LISTEN_DSN",
+    "statement_cache_size": "OMNINODE_STATEMENT_CACHE_SIZE",
     "schema": "OMNINODE_LOCK_SCHEMA",
     "pool_min": "OMNINODE_POOL_MIN",
     "pool_max": "OMNINODE_POOL_MAX",
@@ -107,6 +109,12 @@ class LockSettings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     postgres_dsn: SecretStr | None = Field(default=None, alias="dsn")
+    # A direct connection for LISTEN when ``dsn`` goes through a transaction pooler
+    # (PgBouncer's pool_mode=transaction cannot carry LISTEN); same server as ``dsn``.
+    postgres_listen_dsn: SecretStr | None = Field(default=None, alias="listen_dsn")
+    # asyncpg's named prepared-statement cache per connection; 0 turns it off (needed
+    # behind PgBouncer < 1.21 in transaction mode: unnamed statements only).
+    statement_cache_size: int = Field(default=100, ge=0, le=10000)
     lock_schema: str = Field(default="omninode_locks", alias="schema")
     pool_min: int = Field(default=2, ge=1, le=1000)
     pool_max: int = Field(default=10, ge=1, le=1000)
@@ -124,7 +132,7 @@ class LockSettings(BaseSettings):
 
     # -- validation -------------------------------------------------------------------
 
-    @field_validator("postgres_dsn")
+    @field_validator("postgres_dsn", "postgres_listen_dsn")
     @classmethod
     def _check_dsn(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
@@ -161,6 +169,8 @@ class LockSettings(BaseSettings):
     def _check_pool(self) -> LockSettings:
         if self.pool_min > self.pool_max:
             raise ValueError("pool_min must not exceed pool_max")
+        if self.postgres_listen_dsn is not None and self.postgres_dsn is None:
+            raise ValueError("listen_dsn needs dsn: it is a direct connection to the server dsn names")
         return self
 
     @model_validator(mode="wrap")
@@ -236,6 +246,11 @@ class LockSettings(BaseSettings):
         return None if self.postgres_dsn is None else self.postgres_dsn.get_secret_value()
 
     @property
+    def listen_dsn(self) -> str | None:
+        """The DSN for LISTEN connections when set apart from :attr:`dsn` (never log it)."""
+        return None if self.postgres_listen_dsn is None else self.postgres_listen_dsn.get_secret_value()
+
+    @property
     def schema(self) -> str:  # type: ignore[override]  # BaseModel.schema() is pydantic v1's
         return self.lock_schema
 
@@ -265,6 +280,8 @@ class LockSettings(BaseSettings):
         for name, value in super().__repr_args__():
             if name == "postgres_dsn":
                 yield "dsn", self.safe_dsn() if value is not None else None
+            elif name == "postgres_listen_dsn":
+                yield "listen_dsn", None if self.listen_dsn is None else redact_dsn(self.listen_dsn)
             elif name == "lock_schema":
                 yield "schema", value
             else:
@@ -337,7 +354,7 @@ def _shown(name: str, value: Any) -> str:
         return "(hidden)"
     if isinstance(value, SecretStr):
         value = value.get_secret_value()
-    if name == "dsn" and isinstance(value, str):
+    if name in ("dsn", "listen_dsn") and isinstance(value, str):
         return repr(redact_dsn(value))
     return repr(value)
 

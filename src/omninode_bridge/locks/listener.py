@@ -139,14 +139,32 @@ class GrantListener:
             conn: asyncpg.Connection = await asyncpg.connect(self._dsn)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as err:
             raise_connect_error(err, self._dsn)
-        pid = conn.get_server_pid()
-        # Grants are addressed to the waiter's listening backend: one channel per
-        # listener, so a process never wakes for another process's grants.
-        self.channel = f"{self._channel}_{pid}"
-        await conn.add_listener(self.channel, self._on_notify)
+        try:
+            pid = await self._backend_pid(conn)
+            # Grants are addressed to the waiter's listening backend: one channel per
+            # listener, so a process never wakes for another process's grants.
+            self.channel = f"{self._channel}_{pid}"
+            await conn.add_listener(self.channel, self._on_notify)
+        except BaseException:
+            conn.terminate()
+            raise
         conn.add_termination_listener(self._on_terminated)
         self._conn = conn
         self.pid = pid
+
+    async def _backend_pid(self, conn: asyncpg.Connection) -> int:
+        """The pid the database knows this session by, which waiter rows must name. A
+        proxy in between (PgBouncer, a cloud proxy) reports a pid of its own in the
+        protocol; then LISTEN works only if the proxy gives this connection a session."""
+        backend = int(await conn.fetchval(self._q["backend_pid"]))
+        if backend != conn.get_server_pid():
+            emit_log_event(
+                LogLevel.WARNING,
+                "the LISTEN connection goes through a proxy; it needs a session of its own: behind "
+                "PgBouncer in transaction mode set OMNINODE_LISTEN_DSN to a direct connection",
+                {"backend_pid": backend},
+            )
+        return backend
 
     # -- waiters ------------------------------------------------------------------
 

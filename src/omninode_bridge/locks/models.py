@@ -162,6 +162,12 @@ def check_name(name: Any, what: str = "lock name", longest: int = MAX_NAME) -> s
     return name
 
 
+def check_correlation(correlation_id: Any) -> str | None:
+    """A caller's correlation id (carried by the events its call causes): None, or text of
+    1-255 characters like a name."""
+    return None if correlation_id is None else check_name(correlation_id, "correlation_id")
+
+
 def _encodable(text: str) -> bool:
     try:
         text.encode("utf-8")

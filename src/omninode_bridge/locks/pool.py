@@ -36,17 +36,22 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 async def open_pool(cfg: LockSettings) -> tuple[asyncpg.Pool, str]:
     """A pool on the configured DSN, or on an embedded PostgreSQL when none is set.
 
-    Returns the pool and the DSN it uses, in URL form (the listener opens its own
-    connection with it; asyncpg does not read libpq's keyword form).
+    Returns the pool and the DSN for LISTEN connections beside it, in URL form (asyncpg
+    does not read libpq's keyword form): ``listen_dsn`` when set (a direct connection
+    when the pool goes through a transaction pooler), else the pool's own DSN. A
+    multi-host DSN (``postgresql://h1:p1,h2:p2/db?target_session_attrs=read-write``)
+    is handed to asyncpg as is, so every new connection finds the current primary.
     """
     if cfg.dsn is None:
         try:
             dsn = await asyncio.to_thread(start_embedded, cfg.data_dir, keep_running=True)
         except EmbeddedError as err:
             raise LockDatabaseError(str(err)) from err
+        listen = dsn
     else:
         try:
             dsn = to_url(cfg.dsn)
+            listen = to_url(cfg.listen_dsn) if cfg.listen_dsn is not None else dsn
         except DsnError as err:
             raise LockValidationError(str(err), field="dsn") from None
     try:
@@ -58,11 +63,14 @@ async def open_pool(cfg: LockSettings) -> tuple[asyncpg.Pool, str]:
             reset=_keep_session,
             command_timeout=60,
             timeout=cfg.connect_timeout,
+            # 0 behind PgBouncer in transaction mode: asyncpg then uses only the unnamed
+            # statement, parsed and executed before the Sync that ends the transaction
+            statement_cache_size=cfg.statement_cache_size,
         )
     except (OSError, ValueError, OverflowError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
         # messages name the DSN as the user wrote it (keyword or URL form)
         raise_connect_error(err, cfg.dsn or dsn, cfg.connect_timeout)
-    return pool, dsn
+    return pool, listen
 
 
 def raise_connect_error(err: BaseException, dsn: str, timeout: float | None = None) -> NoReturn:
@@ -87,6 +95,9 @@ def connect_error(err: BaseException, dsn: str, timeout: float | None = None) ->
     if isinstance(err, (ValueError, OverflowError, asyncpg.ClientConfigurationError)):
         return LockValidationError(f"invalid DSN {safe}: {detail}", field="dsn")
     message = _message(err, where, params, user, detail, timeout)
+    attrs = params.get("target_session_attrs")
+    if attrs and attrs != "any":  # hosts that answered but did not match were skipped
+        message += f"; target_session_attrs={attrs} skips a host that answers without matching (a standby)"
     return LockDatabaseError(f"{message} (DSN {safe})", host=where)
 
 
@@ -115,13 +126,18 @@ def _message(
 
 
 def _where(params: dict[str, str]) -> str:
-    """``host:port`` (or the socket folder) as the driver will try it."""
-    host = params.get("host") or os.environ.get("PGHOST") or "localhost"
-    port = params.get("port") or os.environ.get("PGPORT") or "5432"
-    if host.startswith("/"):
-        return f"socket {host}/.s.PGSQL.{port}"
-    shown = f"[{host}]" if ":" in host else host
-    return f"{shown}:{port}"
+    """``host:port`` (or the socket folder) as the driver will try it; several for a
+    multi-host DSN."""
+    hosts = (params.get("host") or os.environ.get("PGHOST") or "localhost").split(",")
+    ports = (params.get("port") or os.environ.get("PGPORT") or "5432").split(",")
+    places: list[str] = []
+    for i, host in enumerate(hosts):  # a multi-host DSN: each host with its port
+        port = ports[i] if i < len(ports) else ports[-1]
+        if host.startswith("/"):
+            places.append(f"socket {host}/.s.PGSQL.{port}")
+        else:
+            places.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    return ", ".join(places)
 
 
 def _refused(err: BaseException) -> bool:

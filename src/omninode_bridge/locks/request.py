@@ -36,6 +36,7 @@ class AcquireOptions(TypedDict, total=False):
     reentrant: bool
     metadata: dict[str, Any] | None
     lease_id: str | uuid.UUID | None
+    correlation_id: str | None
 
 
 ACQUIRE_OPTIONS = frozenset(AcquireOptions.__annotations__)
@@ -66,6 +67,7 @@ class AcquireRequest:
     metadata_json: str
     lease_id: uuid.UUID = field(default_factory=uuid.uuid4)
     own_id: bool = False  # the caller chose lease_id (it may have been used before)
+    correlation_id: str | None = None  # carried by the events this request causes
 
     @property
     def ttl_ms(self) -> int:

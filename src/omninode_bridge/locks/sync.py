@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar, Unpack, overload
 
 from omninode_bridge.locks.client import LockClient
 from omninode_bridge.locks.errors import LockHeldByOtherError, LockValidationError, StaleTokenError
-from omninode_bridge.locks.models import Lease, LockInfo, LockSummary, check_name
+from omninode_bridge.locks.models import Lease, LockInfo, LockSummary, check_correlation, check_name
 from omninode_bridge.locks.renew import LeaseKeeper
 from omninode_bridge.locks.request import AcquireOptions, check_options
 from omninode_bridge.locks.results import acquire_outcome, lease_outcome, parse_lease_id
@@ -156,6 +156,8 @@ class SyncLockClient:
         req = self.client.request(name, owner, **options)
         if req.wait > 0:
             raise LockValidationError("wait must be 0 inside the caller's transaction", field="wait")
+        if req.correlation_id is not None:
+            _psycopg_one(conn, self.client.queries["set_correlation"], (req.correlation_id,))
         sent = time.monotonic()
         row = _psycopg_one(conn, self.client.queries["acquire_in_txn"], req.txn_args())
         try:
@@ -165,14 +167,19 @@ class SyncLockClient:
                 raise
             return None
 
-    def release(self, lease: Lease | str | uuid.UUID, *, conn: Any = None) -> bool:
+    def release(
+        self, lease: Lease | str | uuid.UUID, *, conn: Any = None, correlation_id: str | None = None
+    ) -> bool:
         if conn is None:
-            return self._run(self.client.release(lease))
+            return self._run(self.client.release(lease, correlation_id=correlation_id))
+        correlation_id = check_correlation(correlation_id)
+        if correlation_id is not None:  # psycopg: always inside the caller's transaction
+            _psycopg_one(conn, self.client.queries["set_correlation"], (correlation_id,))
         row = _psycopg_one(conn, self.client.queries["release_in_txn"], (parse_lease_id(lease),))
         return lease_outcome(row, "release") != "already_released"
 
-    def extend(self, lease: Lease, ttl: float | None = None) -> Lease:
-        return self._run(self.client.extend(lease, ttl))
+    def extend(self, lease: Lease, ttl: float | None = None, *, correlation_id: str | None = None) -> Lease:
+        return self._run(self.client.extend(lease, ttl, correlation_id=correlation_id))
 
     def locked(self, name: str) -> bool:
         return self._run(self.client.locked(name))
@@ -192,8 +199,8 @@ class SyncLockClient:
     def recent_events(self, name: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         return self._run(self.client.recent_events(name, limit))
 
-    def force_release(self, name: str, reason: str) -> int:
-        return self._run(self.client.force_release(name, reason))
+    def force_release(self, name: str, reason: str, *, correlation_id: str | None = None) -> int:
+        return self._run(self.client.force_release(name, reason, correlation_id=correlation_id))
 
     def cleanup_expired(self) -> int:
         return self._run(self.client.cleanup_expired())

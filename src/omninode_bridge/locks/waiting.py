@@ -70,7 +70,8 @@ async def _wait(client: LockClient, req: AcquireRequest, slot: WaitSlot, deadlin
         sent = slot.enqueued_at = time.monotonic()
         try:
             row = await client.settled(
-                client._call("acquire", *req.args(pid), deadline=deadline), undo=_nothing
+                client._call("acquire", *req.args(pid), deadline=deadline, correlation_id=req.correlation_id),
+                undo=_nothing,
             )
         except PoolExhaustedError:  # the wait ran out before a connection was free: nothing sent
             raise _timeout(req) from None

@@ -24,6 +24,7 @@ from omninode_bridge.locks.errors import LockDatabaseError, LockError
 from omninode_bridge.service import dashboard, events_routes, routes
 from omninode_bridge.service.auth import TokenAuth
 from omninode_bridge.service.errors import install_error_handlers
+from omninode_bridge.service.fastpath import LockServiceApp
 from omninode_bridge.service.limits import BodyLimit
 from omninode_bridge.service.metrics import ServiceMetrics
 from omninode_bridge.service.relay_runner import EventsRuntime
@@ -110,7 +111,7 @@ def create_app(settings: LockSettings | None = None) -> FastAPI:
             if app.state.locks is not None:
                 await app.state.locks.close()
 
-    app = FastAPI(
+    app = LockServiceApp(  # FastAPI, with acquire/release served on a shorter path
         title="omninode-bridge lock service",
         version=__version__,
         description="Distributed locks on PostgreSQL (exclusive, shared, semaphores) with fencing tokens.",

@@ -14,6 +14,10 @@ import sys
 
 import click
 
+# the commands of the layers below, registered on the engine's group: relay and
+# events --follow (events), demo (demos); then serve and run (below)
+from omninode_bridge.demos import cli as _demo_commands  # noqa: F401
+from omninode_bridge.events import cli as _event_commands  # noqa: F401
 from omninode_bridge.locks.cli import Context, db_options, fail, main, pass_ctx
 from omninode_bridge.locks.cli import run as run_coro
 from omninode_bridge.locks.client import LockClient

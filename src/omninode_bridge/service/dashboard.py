@@ -88,7 +88,7 @@ class Broadcaster:
             "relay": await state.events.relay_health(),  # backlog and lag; None: no relay here
             "instance": {
                 "pool_size": locks.pool.get_size(),
-                "pool_idle": locks.pool.get_idle_size(),
+                "pool_idle": locks.idle_connections(),
                 "pool_max": locks.pool.get_max_size(),
                 "local_waiters": locks.stats.waiting,
             },

@@ -88,21 +88,24 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(err.status_code, code, message)
 
     @app.exception_handler(asyncpg.DataError)
-    async def on_data(request: Request, err: asyncpg.DataError) -> JSONResponse:
-        # SQLSTATE class 22: the database refused a value the caller sent
-        return error_response(422, "VALIDATION_ERROR", f"the database refused a value ({err.sqlstate})")
-
     @app.exception_handler(asyncpg.PostgresConnectionError)
     @app.exception_handler(asyncpg.InterfaceError)
     @app.exception_handler(OSError)
-    async def on_connection(request: Request, err: Exception) -> JSONResponse:
-        return error_response(503, "DATABASE_ERROR", f"database unreachable ({type(err).__name__})")
-
     @app.exception_handler(Exception)
-    async def on_bug(request: Request, err: Exception) -> JSONResponse:
-        emit_log_event(
-            LogLevel.ERROR,
-            "unhandled error in the lock service",
-            {"path": request.url.path, "error": type(err).__name__},
-        )
-        return error_response(500, "INTERNAL_ERROR", "internal error (logged)")
+    async def on_other(request: Request, err: Exception) -> JSONResponse:
+        return exception_response(err, request.url.path)
+
+
+def exception_response(err: Exception, path: str) -> JSONResponse:
+    """The answer to an exception a route raised (the app's handlers and the hot path)."""
+    if isinstance(err, LockError):
+        return lock_error_response(err)
+    if isinstance(err, asyncpg.DataError):
+        # SQLSTATE class 22: the database refused a value the caller sent
+        return error_response(422, "VALIDATION_ERROR", f"the database refused a value ({err.sqlstate})")
+    if isinstance(err, (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)):
+        return error_response(503, "DATABASE_ERROR", f"database unreachable ({type(err).__name__})")
+    emit_log_event(
+        LogLevel.ERROR, "unhandled error in the lock service", {"path": path, "error": type(err).__name__}
+    )
+    return error_response(500, "INTERNAL_ERROR", "internal error (logged)")

@@ -24,7 +24,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        problem = _url_problem(scope)
+        problem = url_problem(scope)
         if problem is not None:  # the router would decode it with replacement characters
             await _reject(send, 400, problem)
             return
@@ -73,7 +73,7 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-def _url_problem(scope: Scope) -> str | None:
+def url_problem(scope: Scope) -> str | None:
     """Percent-escapes in the path or query that are not UTF-8 (two different invalid
     names would otherwise become the same lock name)."""
     raw_path = scope.get("raw_path") or scope.get("path", "").encode()

@@ -88,7 +88,7 @@ class ServiceMetrics:
             return generate_latest(self.registry)
         pool = locks.pool
         self.pool_size.set(pool.get_size())
-        self.pool_idle.set(pool.get_idle_size())
+        self.pool_idle.set(locks.idle_connections())  # the engine keeps some between calls
         self.pool_max.set(pool.get_max_size())
         self.local_waiters.set(locks.stats.waiting)
         self.db_retries.set(locks.stats.retries)

@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
+from starlette.types import Receive
 
 from omninode_bridge.locks.client import LockClient
 from omninode_bridge.locks.errors import LockDatabaseError, LockError, LockValidationError
@@ -87,15 +88,15 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-async def _until_disconnect(request: Request) -> None:
+async def _until_disconnect(receive: Receive) -> None:
     """Returns when the HTTP client goes away (the body was already read)."""
     while True:
-        message = await request.receive()
+        message = await receive()
         if message["type"] == "http.disconnect":
             return
 
 
-async def _acquire_or_abandon(request: Request, locks: LockClient, name: str, body: AcquireBody) -> Lease:
+async def _acquire_or_abandon(receive: Receive, locks: LockClient, name: str, body: AcquireBody) -> Lease:
     """A long poll: the engine waits on the process's shared listener; if the caller
     hangs up first the wait is cancelled, and the engine leaves the queue (releasing a
     grant that raced in), so nobody holds a lease that no one knows about."""
@@ -109,11 +110,12 @@ async def _acquire_or_abandon(request: Request, locks: LockClient, name: str, bo
         reentrant=body.reentrant,
         metadata=body.metadata,
         lease_id=body.lease_id,
+        correlation_id=body.correlation_id,
     )
     if body.wait <= 0:  # a try-lock answers at once: no need to watch the connection
         return await acquiring_now
     acquiring = asyncio.ensure_future(acquiring_now)
-    watching = asyncio.ensure_future(_until_disconnect(request))
+    watching = asyncio.ensure_future(_until_disconnect(receive))
     try:
         await asyncio.wait((acquiring, watching), return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -126,18 +128,23 @@ async def _acquire_or_abandon(request: Request, locks: LockClient, name: str, bo
     return acquiring.result()
 
 
-@router.post(
-    "/locks/{name}/acquire",
-    response_model=LeaseOut,
-    responses=_ERRORS,
-    summary="Acquire a lock (try-lock, or long-poll up to `wait` seconds)",
-)
-async def acquire(name: str, body: AcquireBody, request: Request) -> JSONResponse:
-    locks, metrics, auth = _parts(request)
-    auth.require(request)
+def state_parts(state: Any, authorization: str | None) -> tuple[LockClient, ServiceMetrics]:
+    """The client and metrics of an app's ``state``, once the caller's token is accepted
+    for a client operation (``DATABASE_ERROR`` first while PostgreSQL is not reached)."""
+    locks: LockClient | None = state.locks
+    if locks is None:
+        raise LockDatabaseError("the service has not reached PostgreSQL yet", reason="connecting")
+    state.auth.role_of(authorization)
+    return locks, state.metrics
+
+
+async def acquire_lease(state: Any, name: str, body: AcquireBody, receive: Receive) -> dict[str, Any]:
+    """``POST /v1/locks/{name}/acquire`` after parsing and auth: the lease as JSON data.
+    Shared by the FastAPI route and the hot path (:mod:`.fastpath`)."""
+    locks, metrics = state.locks, state.metrics
     started = time.perf_counter()
     try:
-        lease = await _acquire_or_abandon(request, locks, name, body)
+        lease = await _acquire_or_abandon(receive, locks, name, body)
     except LockError as err:
         metrics.acquires.labels(err.code.lower()).inc()
         if err.code == "DEADLOCK_DETECTED":
@@ -151,29 +158,45 @@ async def acquire(name: str, body: AcquireBody, request: Request) -> JSONRespons
         metrics.acquires.labels("validation_error").inc()
         raise LockValidationError("lease_id is already used by another lease", field="lease_id")
     metrics.granted(elapsed)
-    request.app.state.changed.set()
-    return JSONResponse(lease_json(lease))
+    state.changed.set()
+    return lease_json(lease)
+
+
+async def release_lease(state: Any, name: str, body: ReleaseBody) -> dict[str, Any]:
+    """``POST /v1/locks/{name}/release`` after parsing and auth (route and hot path)."""
+    locks, metrics = state.locks, state.metrics
+    started = time.perf_counter()
+    try:
+        released_now = await locks.release(body.lease_id, correlation_id=body.correlation_id)
+    finally:
+        metrics.release_seconds.observe(time.perf_counter() - started)
+    metrics.releases.inc()
+    state.changed.set()
+    return {"lock_name": name, "released": True, "already_released": not released_now}
+
+
+@router.post(
+    "/locks/{name}/acquire",
+    response_model=LeaseOut,
+    responses=_ERRORS,
+    summary="Acquire a lock (try-lock, or long-poll up to `wait` seconds)",
+)
+async def acquire(name: str, body: AcquireBody, request: Request) -> JSONResponse:
+    state_parts(request.app.state, request.headers.get("authorization"))
+    return JSONResponse(await acquire_lease(request.app.state, name, body, request.receive))
 
 
 @router.post("/locks/{name}/release", responses=_ERRORS, summary="Release a lease (idempotent)")
 async def release(name: str, body: ReleaseBody, request: Request) -> dict[str, Any]:
-    locks, metrics, auth = _parts(request)
-    auth.require(request)
-    started = time.perf_counter()
-    try:
-        released_now = await locks.release(body.lease_id)
-    finally:
-        metrics.release_seconds.observe(time.perf_counter() - started)
-    metrics.releases.inc()
-    request.app.state.changed.set()
-    return {"lock_name": name, "released": True, "already_released": not released_now}
+    state_parts(request.app.state, request.headers.get("authorization"))
+    return await release_lease(request.app.state, name, body)
 
 
 @router.post("/locks/{name}/extend", response_model=LeaseOut, responses=_ERRORS, summary="Renew a lease")
 async def extend(name: str, body: ExtendBody, request: Request) -> JSONResponse:
     locks, metrics, auth = _parts(request)
     auth.require(request)
-    lease = await locks.extend_lease_id(body.lease_id, body.ttl)
+    lease = await locks.extend_lease_id(body.lease_id, body.ttl, correlation_id=body.correlation_id)
     metrics.extends.inc()
     request.app.state.changed.set()
     return JSONResponse(lease_json(lease))
@@ -213,10 +236,13 @@ async def force_release(
     name: str,
     request: Request,
     reason: str = Query(default="force-released over HTTP", min_length=1, max_length=1000),
+    correlation_id: str | None = Query(default=None, min_length=1, max_length=255),
 ) -> dict[str, Any]:
     locks, metrics, auth = _parts(request)
     auth.require(request, Role.ADMIN)
-    count = await locks.force_release(name, _text(reason, "reason") or "")
+    count = await locks.force_release(
+        name, _text(reason, "reason") or "", correlation_id=_text(correlation_id, "correlation_id")
+    )
     metrics.force_releases.inc(count)
     request.app.state.changed.set()
     return {"lock_name": name, "released": count}

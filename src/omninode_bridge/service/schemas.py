@@ -27,12 +27,18 @@ class AcquireBody(BaseModel):
     lease_id: str | None = Field(
         default=None, description="Your own UUID: a retried request finds its earlier grant."
     )
+    correlation_id: str | None = Field(
+        default=None, min_length=1, max_length=255, description="Carried by the events this call causes."
+    )
 
 
 class ReleaseBody(BaseModel):
     model_config = _STRICT
 
     lease_id: str = Field(min_length=1, max_length=64)
+    correlation_id: str | None = Field(
+        default=None, min_length=1, max_length=255, description="Carried by the events this call causes."
+    )
 
 
 class ExtendBody(BaseModel):
@@ -40,6 +46,9 @@ class ExtendBody(BaseModel):
 
     lease_id: str = Field(min_length=1, max_length=64)
     ttl: float | None = Field(default=None, ge=1, le=3600)
+    correlation_id: str | None = Field(
+        default=None, min_length=1, max_length=255, description="Carried by the events this call causes."
+    )
 
 
 class LeaseOut(BaseModel):

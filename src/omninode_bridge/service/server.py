@@ -4,8 +4,12 @@ without tokens is refused unless ``allow_public_without_auth`` is set."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from omninode_bridge.core.logging import LogLevel, emit_log_event
 from omninode_bridge.locks.config import LockSettings
@@ -42,6 +46,27 @@ def check_bind(settings: LockSettings, host: str, *, allow_public_without_auth: 
     return f"WARNING: listening on {host} with NO AUTHENTICATION: anyone who can reach it is admin"
 
 
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (the ``service`` extra has it), else None
+    (asyncio's own). uvicorn picks it by itself only when it owns the loop (``workers > 1``);
+    one worker runs in our loop, so it is chosen here. ``OMNINODE_EVENT_LOOP=asyncio`` opts out."""
+    if os.environ.get("OMNINODE_EVENT_LOOP", "auto") == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def _http() -> dict[str, Any]:
+    """uvicorn's ``http`` option: httptools, one send per response (see ``protocol.py``)."""
+    from omninode_bridge.service.protocol import coalescing_protocol
+
+    protocol = coalescing_protocol()
+    return {} if protocol is None else {"http": protocol}
+
+
 def serve(
     settings: LockSettings,
     host: str = DEFAULT_HOST,
@@ -64,7 +89,8 @@ def serve(
     if workers == 1:
         import asyncio
 
-        asyncio.run(_serve_one(settings, host, port, log_level=log_level, demo_load=demo_load))
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(_serve_one(settings, host, port, log_level=log_level, demo_load=demo_load))
         return
     if demo_load:
         raise LockValidationError("--demo-load runs in a single worker", field="workers")
@@ -76,6 +102,7 @@ def serve(
             port=port,
             workers=workers,
             log_level=log_level,
+            **_http(),
         )
 
 
@@ -91,7 +118,8 @@ async def _serve_one(
 
     from omninode_bridge.service.app import create_app
 
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port, log_level=log_level))
+    config = uvicorn.Config(create_app(settings), host=host, port=port, log_level=log_level, **_http())
+    server = uvicorn.Server(config)
     serving = asyncio.ensure_future(server.serve())
     for _ in range(6000):  # uvicorn offers no "started" event: look every 50 ms
         if server.started or serving.done():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -242,3 +243,54 @@ def test_user_module_survives_force_passes_check_and_dry_run_lists_it(
         cwd=out_dir,
     )
     assert proc.returncode == 0, proc.stdout[-2000:]
+
+
+def test_hand_owned_and_deleted_files_are_kept_over_a_template_change(
+    node_dir: Path, new_templates: Path
+) -> None:
+    node_py = node_dir / "node.py"
+    mine = node_py.read_text(encoding="utf-8").replace(OLD_DOC, '"""My own metrics docstring."""')
+    mine = mine.replace("from __future__", "# omninode-generate: hand-owned\n\nfrom __future__", 1)
+    node_py.write_text(mine, encoding="utf-8")  # would conflict with the template's change
+    (node_dir / "README.md").unlink()  # changed by the template too
+    result = update_node(node_dir, new_templates)
+    assert result.applied and not result.conflicts, result.conflicts
+    assert result.actions["node.py"] == "kept (hand-owned)"
+    assert node_py.read_text(encoding="utf-8") == mine  # byte for byte, no merge
+    assert result.actions["README.md"] == "kept removed (yours)"
+    assert not (node_dir / "README.md").exists()
+    again = update_node(node_dir, new_templates)
+    assert again.applied and not again.conflicts and not (node_dir / "README.md").exists()
+
+
+def test_the_version_stamp_follows_the_template_next_to_a_hand_edit(
+    node_dir: Path, new_templates: Path
+) -> None:
+    dockerfile = node_dir / "Dockerfile"
+    lines = dockerfile.read_text(encoding="utf-8").splitlines(keepends=True)
+    assert "(template " in lines[1]  # the stamp, right below the line we edit
+    lines[0] = "# Our image of the node (edited by hand).\n"
+    dockerfile.write_text("".join(lines), encoding="utf-8")
+    result = update_node(node_dir, new_templates)
+    assert result.applied and not result.conflicts, result.conflicts
+    text = dockerfile.read_text(encoding="utf-8").splitlines()
+    assert text[0] == "# Our image of the node (edited by hand)."
+    assert "(template 1.4.0)" in text[1]
+
+
+def test_a_moved_node_updates_with_the_style_it_was_generated_with(tmp_path: Path) -> None:
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "ruff.toml").write_text("line-length = 80\n", encoding="utf-8")
+    result = generate(
+        GenerateOptions(description=DESCRIPTION, output_dir=host, run_tests=False, publish_event=False)
+    )
+    assert result.success
+    record = json.loads((Path(result.node_dir) / ".omninode-generate.json").read_text(encoding="utf-8"))
+    assert record["style"]["line_length"] == 80
+    moved = tmp_path / "elsewhere" / Path(result.node_dir).name  # no ruff.toml above it
+    shutil.copytree(result.node_dir, moved)
+    before = tree(moved)
+    update = update_node(moved)
+    assert not update.conflicts and set(update.actions.values()) == {"unchanged"}
+    assert tree(moved) == before

@@ -8,11 +8,12 @@ import asyncio
 import uuid
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from proxy import CuttableProxy
-from svc_helpers import Service, table_snapshot
+from svc_helpers import SCHEMA, Service, table_snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -55,6 +56,26 @@ async def test_acquire_extend_release_round_trip(http: httpx.AsyncClient) -> Non
     assert again.status_code == 200 and again.json()["already_released"] is True
     nxt = await acquire(http, "rt", "b")
     assert nxt.json()["token"] > lease["token"]
+
+
+async def test_correlation_ids_reach_the_events(http: httpx.AsyncClient, module_dsn: str) -> None:
+    lease = (await acquire(http, "corr", ttl=10, correlation_id="http-1")).json()
+    body = {"lease_id": lease["lease_id"], "ttl": 20, "correlation_id": "http-2"}
+    assert (await http.post("/v1/locks/corr/extend", json=body)).status_code == 200
+    body = {"lease_id": lease["lease_id"], "correlation_id": "http-3"}
+    assert (await http.post("/v1/locks/corr/release", json=body)).status_code == 200
+    conn = await asyncpg.connect(module_dsn)
+    try:
+        rows = await conn.fetch(
+            f"SELECT event_type, correlation_id FROM {SCHEMA}.events WHERE lock_name = 'corr' ORDER BY id"
+        )
+    finally:
+        await conn.close()
+    assert [(r["event_type"], r["correlation_id"]) for r in rows] == [
+        ("lock_acquired", "http-1"),
+        ("lock_extended", "http-2"),
+        ("lock_released", "http-3"),
+    ]
 
 
 async def test_shared_holders_and_semaphores(http: httpx.AsyncClient) -> None:
@@ -205,6 +226,27 @@ BAD_INPUTS: list[tuple[str, str, bytes | None, int, str]] = [
     ("release-extra", "/v1/locks/bad/release", b'{"lease_id": "x", "force": true}', 422, "force"),
     ("extend-ttl-type", "/v1/locks/bad/extend", b'{"lease_id": "x", "ttl": [1]}', 422, "ttl"),
     ("client-lease-id-not-uuid", "/v1/locks/bad/acquire", b'{"owner_id": "a", "lease_id": "1"}', 422, "UUID"),
+    (
+        "correlation-too-long",
+        "/v1/locks/bad/acquire",
+        b'{"owner_id": "a", "correlation_id": "' + b"c" * 256 + b'"}',
+        422,
+        "correlation_id",
+    ),
+    (
+        "correlation-nul",
+        "/v1/locks/bad/acquire",
+        b'{"owner_id": "a", "correlation_id": "x\\u0000"}',
+        422,
+        "NUL",
+    ),
+    (
+        "correlation-type",
+        "/v1/locks/bad/acquire",
+        b'{"owner_id": "a", "correlation_id": 7}',
+        422,
+        "correlation_id",
+    ),
 ]
 
 

@@ -305,3 +305,19 @@ def test_module_main_refuses_public_bind_without_tokens(monkeypatch: pytest.Monk
     with pytest.raises(SystemExit) as exit_:
         main(["--host", "0.0.0.0", "--port", "1"])
     assert exit_.value.code == 2
+
+
+async def test_correlation_id_is_echoed_and_reaches_the_events(
+    node: NodeDistributedLockEffect, admin_conn: Any
+) -> None:
+    got = await run(node, operation="acquire_lock", lock_name="n:corr", owner_id="o", correlation_id="node-1")
+    assert got.success and got.correlation_id == "node-1"
+    rel = await run(node, operation="release_lock", lock_name="n:corr", owner_id="o", correlation_id="node-2")
+    assert rel.success and rel.correlation_id == "node-2"
+    rows = await admin_conn.fetch(
+        "SELECT event_type, correlation_id FROM omninode_locks.events WHERE lock_name = 'n:corr' ORDER BY id"
+    )
+    assert [(r["event_type"], r["correlation_id"]) for r in rows] == [
+        ("lock_acquired", "node-1"),
+        ("lock_released", "node-2"),
+    ]

@@ -73,6 +73,11 @@ SELECT r.*, floor(extract(epoch FROM r.expires_at - clock_timestamp()) * 1000)::
 -- name: release
 SELECT * FROM __schema__.release($1);
 
+-- name: set_correlation
+-- Before a statement of a call that names a correlation id, in the same transaction:
+-- the events it writes carry it (and a waiter row remembers it for its grant).
+SELECT set_config('omninode.correlation_id', $1::text, true);
+
 -- name: release_in_txn
 -- Release inside the caller's own transaction: never changes its durability.
 SELECT * FROM __schema__.release($1, false);
@@ -109,6 +114,10 @@ SELECT __schema__.fence_guard($1, $2);
 
 -- name: refresh_listener
 UPDATE __schema__.waiters SET listener_pid = $1, orphaned_at = NULL WHERE waiter_id = ANY($2::uuid[]);
+
+-- name: backend_pid
+-- The listener's pid as the database knows it (a proxy reports its own in the protocol).
+SELECT pg_backend_pid();
 
 -- name: lock_row
 SELECT name, permits, fence, created_at FROM __schema__.locks WHERE name = $1;

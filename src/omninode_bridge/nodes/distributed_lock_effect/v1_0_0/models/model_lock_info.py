@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from omninode_bridge.nodes.distributed_lock_effect.v1_0_0.models.enum_lock_status import EnumLockStatus
+from .enum_lock_status import EnumLockStatus
 
 
 class ModelLockInfo(BaseModel):

@@ -1,0 +1,64 @@
+"""The engine's connection lane (idle connections kept out of asyncpg's pool between its
+own statements): other pool users are never starved, a killed lane connection costs a
+retry and no error, and closing the client does not wait for kept connections."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from omninode_bridge.locks import LockClient, LockSettings
+
+pytestmark = pytest.mark.integration
+
+
+async def busy(locks: LockClient, prefix: str, n: int) -> None:
+    """``n`` acquire+release pairs at once, so ``n`` connections are in use together."""
+
+    async def pair(i: int) -> None:
+        lease = await locks.acquire(f"{prefix}:{i}", ttl=5)
+        await asyncio.sleep(0.05)
+        await locks.release(lease)
+
+    await asyncio.gather(*(pair(i) for i in range(n)))
+
+
+async def test_one_connection_always_stays_with_the_pool(dsn: str) -> None:
+    settings = LockSettings(schema="omninode_locks", pool_min=3, pool_max=3, cleanup_interval=3600)
+    async with LockClient.connect(dsn, settings=settings, cleanup=False) as locks:
+        await busy(locks, "lane", 3)
+        assert len(locks._lane) == 2  # kept for the next statements
+        assert locks.idle_connections() == 3
+        # the pool's other users get the remaining one at once
+        async with locks.pool.acquire(timeout=1) as conn:
+            assert await conn.fetchval("SELECT 1") == 1
+            info = await asyncio.wait_for(locks.get_lock_info("lane:0"), 2)  # waits for nothing
+            assert info.holders == []
+    assert locks._lane == []
+
+
+async def test_a_killed_lane_connection_is_replaced_without_an_error(
+    dsn: str, admin_conn: asyncpg.Connection
+) -> None:
+    settings = LockSettings(schema="omninode_locks", pool_min=2, pool_max=4, cleanup_interval=3600)
+    async with LockClient.connect(dsn, settings=settings, cleanup=False) as locks:
+        await busy(locks, "kill", 4)
+        pids = {c.get_server_pid() for c in locks._lane}
+        assert pids
+        await admin_conn.execute("SELECT pg_terminate_backend(p) FROM unnest($1::int[]) p", list(pids))
+        await asyncio.sleep(0.1)
+        for i in range(6):  # every kept connection is dead: each call retries on a fresh one
+            lease = await locks.acquire(f"kill:after:{i}", ttl=5)
+            await locks.release(lease)
+        assert not {c.get_server_pid() for c in locks._lane} & pids
+
+
+async def test_closing_hands_kept_connections_back(dsn: str) -> None:
+    settings = LockSettings(schema="omninode_locks", pool_min=1, pool_max=5, cleanup_interval=3600)
+    locks = await LockClient.connect(dsn, settings=settings, cleanup=False)
+    await busy(locks, "close", 5)
+    assert locks._lane
+    await asyncio.wait_for(locks.close(), 5)
+    assert locks._lane == [] and locks.pool.is_closing()
