@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -34,6 +35,7 @@ class Faults:
     def __init__(self, harness: Harness, rng: random.Random) -> None:
         self.h, self.rng = harness, rng
         self.done: Counter[str] = Counter()
+        self.log: list[dict[str, object]] = []
         self.kinds: dict[str, Callable[[], Awaitable[None]]] = {
             "conn_kill": self.conn_kill,
             "listen_kill": self.listen_kill,
@@ -51,8 +53,10 @@ class Faults:
         return [k for k in self.kinds if k in wanted and k not in self.h.skipped]
 
     async def inject(self, kind: str) -> None:
+        started = time.monotonic()
         await self.kinds[kind]()
         self.done[kind] += 1
+        self.log.append({"kind": kind, "t0": started, "t1": time.monotonic()})  # for --keep
 
     async def _sql(self, sql: str, *args: object) -> int:
         conn = await asyncpg.connect(self.h.dsn, timeout=5)

@@ -68,6 +68,7 @@ class Harness:
         self.broker: Proc | None = None
         self.topic_prefix = f"chaos{os.getpid()}"
         self.clients: list[Proc] = []
+        self.fault_log: list[dict[str, object]] = []
 
     # -- set up -------------------------------------------------------------------
 
@@ -209,6 +210,7 @@ class Harness:
             kind = pending.pop() if pending else rng.choice(kinds) if kinds else None
             if kind is not None:
                 await faults.inject(kind)
+        self.fault_log = faults.log
         done = dict(faults.done)
         if "clock_skew" in self.budget.faults and "clock_skew" not in self.skipped:
             done["clock_skew"] = sum(1 for c in self.clients if "FAKETIME" in c.env)
@@ -328,6 +330,7 @@ async def run_once(budget: Budget, keep: Path | None = None) -> dict[str, Any]:
         shutil.copytree(workdir, keep, dirs_exist_ok=True)
         leases = {k: dataclasses.asdict(v) for k, v in view.leases.items()}
         (keep / "db_leases.json").write_text(json.dumps(leases))
+        (keep / "faults.json").write_text(json.dumps(harness.fault_log))
     shutil.rmtree(workdir, ignore_errors=True)
     return out
 
