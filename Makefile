@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck check security bench bench-engine bench-compare bench-generate bench-events bench-service bench-pgbouncer failover clean
+.PHONY: run test lint typecheck check security chaos bench bench-engine bench-compare bench-generate bench-events bench-service bench-pgbouncer failover clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -24,8 +24,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider --cov --cov-report=term:skip-covered
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench chaos
+	$(BIN)/ruff format --check src tests bench chaos
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -43,6 +43,11 @@ security: $(STAMP)
 	$(BIN)/bandit -q -c pyproject.toml -r src
 	$(BIN)/bandit -q -c pyproject.toml -s B608 src/omninode_bridge/demos/contention.py
 	$(BIN)/python .ci/pip_audit.py
+
+# The chaos run: >= 10,000 operations under every fault kind, checked; writes
+# bench/results/chaos.json (the suite runs a short one: pytest -m chaos).
+chaos: $(STAMP)
+	$(BIN)/python -m chaos
 
 bench-engine: $(STAMP)
 	$(BIN)/python -m bench.engine

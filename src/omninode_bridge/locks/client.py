@@ -32,6 +32,7 @@ from omninode_bridge.locks.errors import (
     LockNotHeldError,
     LockTimeoutError,
     LockValidationError,
+    PoolExhaustedError,
 )
 from omninode_bridge.locks.listener import GrantListener
 from omninode_bridge.locks.migrate import migrate
@@ -60,6 +61,7 @@ from omninode_bridge.locks.retry import CircuitBreaker, RetryPolicy
 from omninode_bridge.locks.store import LockStore
 
 PRUNE_INTERVAL = 60.0
+UNDO_GRACE = 1.0  # how long a cancelled call's statement may finish before it is stopped
 SETTLE_TIMEOUT = 5.0  # how long a cancelled call waits for its statement's outcome
 
 
@@ -80,6 +82,16 @@ class _Connecting:
     async def __aexit__(self, *exc: object) -> None:
         if self._client is not None:
             await self._client.close()
+
+
+# release() statuses that mean the lease existed: given back now, or ended already
+FOUND_AND_ENDED = frozenset({"released", "already_released", "expired"})
+
+
+def _outcome_unknown(err: BaseException) -> bool:
+    """A database failure after the statement may have been sent (a pool that gave no
+    connection sent nothing)."""
+    return isinstance(err, LockDatabaseError) and not isinstance(err, PoolExhaustedError)
 
 
 def _consume(task: asyncio.Future[Any]) -> None:
@@ -351,6 +363,8 @@ class LockClient(LockStore):
             raise
         except Exception as err:
             self.stats.count_acquire(getattr(err, "code", "error").lower())
+            if _outcome_unknown(err) and conn is None and req.wait == 0:
+                self.spawn(self._discard_later(req.lease_id, req.ttl))  # a grant may commit late
             if getattr(err, "code", "") == "DEADLOCK_DETECTED":
                 self.stats.deadlocks += 1
             raise
@@ -365,7 +379,7 @@ class LockClient(LockStore):
             return lease
         row = await self.settled(
             self._call("acquire", *req.args(None), correlation_id=req.correlation_id),
-            undo=self._discard(req.lease_id),
+            undo=self._discard(req.lease_id, req.ttl),
         )
         return acquire_outcome(row, req.name, sent)
 
@@ -377,13 +391,13 @@ class LockClient(LockStore):
         try:
             row = await self.settled(
                 self._call("acquire_fast", *req.fast_args(), correlation_id=req.correlation_id),
-                undo=self._discard(req.lease_id),
+                undo=self._discard(req.lease_id, req.ttl),
             )
         except asyncpg.UniqueViolationError:  # a retry racing its own first attempt
             return None
         return None if row is None else Lease.from_record(row, sent)
 
-    async def settled(self, call: Awaitable[Any], undo: Callable[[], Awaitable[None]]) -> Any:
+    async def settled(self, call: Awaitable[Any], undo: Callable[[bool], Awaitable[None]]) -> Any:
         """Await a statement so that cancelling the caller cannot leave its effect behind.
 
         A cancelled ``await`` does not un-send a statement: it may still commit (a
@@ -404,20 +418,49 @@ class LockClient(LockStore):
             raise
 
     @staticmethod
-    async def _undo_after(task: asyncio.Future[Any], undo: Callable[[], Awaitable[None]]) -> None:
-        await asyncio.wait({task}, timeout=SETTLE_TIMEOUT)
-        if task.done() and not task.cancelled():
-            task.exception()  # retrieved: the caller was cancelled, not failed
+    async def _undo_after(task: asyncio.Future[Any], undo: Callable[[bool], Awaitable[None]]) -> None:
+        await asyncio.wait({task}, timeout=UNDO_GRACE)
+        if not task.done():  # slow, or retrying through an outage: no further attempts
+            task.cancel()
+            await asyncio.wait({task}, timeout=UNDO_GRACE)
+        # unknown: the statement did not answer (its connection broke, it was stopped, or
+        # it is still waiting on the server), so a grant may yet commit after the undo
+        unknown = not task.done() or task.cancelled() or task.exception() is not None
         with contextlib.suppress(Exception):
-            await undo()
+            await undo(unknown)
 
-    def _discard(self, lease_id: uuid.UUID) -> Callable[[], Awaitable[None]]:
-        """An undo: release ``lease_id`` if it was granted (releasing nothing is fine)."""
+    def _discard(self, lease_id: uuid.UUID, ttl: float) -> Callable[[bool], Awaitable[None]]:
+        """An undo: release ``lease_id`` if it was granted (releasing nothing is fine);
+        when that fails, or the grant's outcome is unknown, keep at it in the background."""
 
-        async def undo() -> None:
-            await self._call("release", lease_id, deadline=time.monotonic() + SETTLE_TIMEOUT)
+        async def undo(unknown: bool) -> None:
+            try:
+                await self._call("release", lease_id, deadline=time.monotonic() + SETTLE_TIMEOUT)
+            except Exception:
+                unknown = True
+            if unknown:
+                self.spawn(self._discard_later(lease_id, ttl))
 
         return undo
+
+    async def _discard_later(self, lease_id: uuid.UUID, ttl: float) -> None:
+        """Give back a grant whose request failed or was cancelled with its outcome
+        unknown: it may commit late (a statement still waiting on the server) or the
+        database may be out of reach now. Tries with backoff until such a grant would
+        have lapsed anyway; stops once the lease was found (released or ended)."""
+        lapse = time.monotonic() + ttl + SETTLE_TIMEOUT
+        pause = 0.1
+        while time.monotonic() < lapse:
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)  # within a second of the database answering again
+            try:
+                row = await self._call(
+                    "release", lease_id, deadline=time.monotonic() + SETTLE_TIMEOUT, probe=True
+                )
+            except Exception:
+                continue  # still out of reach
+            if row["status"] in FOUND_AND_ENDED:
+                return
 
     # -- release / extend ---------------------------------------------------------
 

@@ -40,6 +40,7 @@ from omninode_bridge.locks.models import Lease
 from omninode_bridge.locks.pool import raise_connect_error
 
 EXPIRY_MARGIN = 0.002  # re-check this long after a blocking lease's expiry
+SWEEP_BACKOFF = 0.05  # first pause after a failed re-check (doubling, capped at recheck_interval)
 ABANDONED_FOR = 3600.0  # how long a given-up lease id is remembered
 
 
@@ -101,6 +102,7 @@ class GrantListener:
         self.channel: str | None = None
         self.notifications = 0
         self.sweeps = 0
+        self._sweep_failures = 0
 
     @classmethod
     def shared(
@@ -329,8 +331,18 @@ class GrantListener:
         try:
             rows = await self._query("poll_waiters", [uuid.UUID(i) for i in ids])
         except Exception as err:
-            emit_log_event(LogLevel.WARNING, "waiter re-check failed", {"error": type(err).__name__})
+            # Back off: the query can fail without awaiting anything (no connection), and
+            # a re-check left due in the past would make the sweep loop spin and starve
+            # the event loop, reconnect included. Warn once per outage, not per try.
+            self._sweep_failures += 1
+            pause = min(SWEEP_BACKOFF * 2 ** min(self._sweep_failures, 10), self.recheck_interval)
+            for i in ids:
+                if (slot := self._slots.get(i)) is not None:
+                    slot.due = time.monotonic() + pause
+            if self._sweep_failures == 1:
+                emit_log_event(LogLevel.WARNING, "waiter re-check failed", {"error": type(err).__name__})
             return
+        self._sweep_failures = 0
         for row in rows:
             slot = self._slots.get(str(row["lease_id"]))
             if slot is None or slot.grant is not None:

@@ -95,7 +95,7 @@ async def _wait(client: LockClient, req: AcquireRequest, slot: WaitSlot, deadlin
         slot.gone = slot.queued = False  # dropped (e.g. our listener was gone): queue again
 
 
-async def _nothing() -> None:
+async def _nothing(_unknown: bool) -> None:
     """No undo: the caller leaves the queue itself (see :func:`_leave`)."""
 
 
