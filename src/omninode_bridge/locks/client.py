@@ -449,7 +449,7 @@ class LockClient(LockStore):
         database may be out of reach now. Tries with backoff until such a grant would
         have lapsed anyway; stops once the lease was found (released or ended)."""
         lapse = time.monotonic() + ttl + SETTLE_TIMEOUT
-        pause = 0.1
+        pause, failed = 0.1, 0
         while time.monotonic() < lapse:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 1.0)  # within a second of the database answering again
@@ -457,10 +457,17 @@ class LockClient(LockStore):
                 row = await self._call(
                     "release", lease_id, deadline=time.monotonic() + SETTLE_TIMEOUT, probe=True
                 )
-            except Exception:
-                continue  # still out of reach
-            if row["status"] in FOUND_AND_ENDED:
+            except Exception:  # still out of reach: try again after the pause
+                failed += 1
+                row = None
+            if row is not None and row["status"] in FOUND_AND_ENDED:
                 return
+        if failed:
+            emit_log_event(
+                LogLevel.WARNING,
+                "could not give back a lease whose request failed; it lapsed by its TTL",
+                {"attempts_failed": failed},
+            )
 
     # -- release / extend ---------------------------------------------------------
 
