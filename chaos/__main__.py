@@ -56,10 +56,17 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=1, help="repeat the run; the results are summed")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--keep", type=Path, default=None, help="copy the run's histories and logs here")
+    p.add_argument(
+        "--pgbouncer",
+        action="store_true",
+        help="clients, service and relay through PgBouncer in transaction mode (writes chaos_pgbouncer.json)",
+    )
     args = p.parse_args()
     budget = Budget(seconds=args.seconds, min_operations=args.min_operations,
                     lib_clients=FULL.lib_clients, http_clients=FULL.http_clients,
-                    faults=frozenset(args.faults.split(",")))  # fmt: skip
+                    faults=frozenset(args.faults.split(",")), pgbouncer=args.pgbouncer)  # fmt: skip
+    if args.pgbouncer and args.out == RESULTS:
+        args.out = RESULTS.with_name("chaos_pgbouncer.json")
     results = []
     for i in range(args.runs):
         if args.seed is not None:

@@ -181,7 +181,16 @@ async def main(args: argparse.Namespace) -> None:
     rng = random.Random(args.seed)
     settings = LockSettings.load(env_file=None).replace(pool_min=1, pool_max=4, connect_timeout=5)
     async with contextlib.AsyncExitStack() as stack:
-        pool = await connected(lambda: asyncpg.create_pool(args.dsn, min_size=1, max_size=3, timeout=5), stop)
+        pool = await connected(
+            lambda: asyncpg.create_pool(
+                args.dsn,
+                min_size=1,
+                max_size=3,
+                timeout=5,
+                statement_cache_size=settings.statement_cache_size,
+            ),
+            stop,
+        )
         stack.push_async_callback(lambda: asyncio.wait_for(pool.close(), 5))
         if args.via == "lib":
             opener = lambda: LockClient.connect(args.dsn, settings=settings, run_migrations=False)  # noqa: E731

@@ -50,6 +50,9 @@ class Budget:
     faults: frozenset[str] = ALL_FAULTS
     gap: tuple[float, float] = (1.5, 4.0)  # seconds between faults
     seed: int = field(default_factory=lambda: random.randrange(1 << 30))
+    # PgBouncer (transaction pooling) between the clients, the service and the relay and
+    # PostgreSQL, as production sites run it: statement cache off, LISTEN direct
+    pgbouncer: bool = False
 
 
 FULL = Budget(seconds=240, min_operations=10_000, lib_clients=6, http_clients=4)
@@ -69,6 +72,9 @@ class Harness:
         self.topic_prefix = f"chaos{os.getpid()}"
         self.clients: list[Proc] = []
         self.fault_log: list[dict[str, object]] = []
+        self.bouncer: Any = None
+        self.app_dsn = ""  # what clients, service and relay connect to (PgBouncer or direct)
+        self.app_env: dict[str, str] = {}
 
     # -- set up -------------------------------------------------------------------
 
@@ -103,15 +109,29 @@ class Harness:
             await conn.execute(SETUP_SQL)
         finally:
             await conn.close()
+        self.app_dsn = self.dsn
+        if self.budget.pgbouncer:
+            self._start_pgbouncer()
         self.start_service()
         self._start_relay()
+
+    def _start_pgbouncer(self) -> None:
+        from bench.topology import PgBouncer, find_pgbouncer
+
+        if find_pgbouncer() is None:
+            raise RuntimeError("pgbouncer is not installed (Debian package pgbouncer)")
+        self.bouncer = PgBouncer(self.dsn, pool_size=8).start()
+        self.app_dsn = self.bouncer.dsn_for("chaos")
+        # the settings a PgBouncer site sets (README: Production topologies)
+        self.app_env = {"OMNINODE_LISTEN_DSN": self.dsn, "OMNINODE_STATEMENT_CACHE_SIZE": "0"}
 
     def start_service(self) -> None:
         self.service = Proc(
             "service",
-            [str(BIN / "omninode-lock"), "--dsn", self.dsn, "serve", "--host", "127.0.0.1",
+            [str(BIN / "omninode-lock"), "--dsn", self.app_dsn, "serve", "--host", "127.0.0.1",
              "--port", str(self.service_port), "--log-level", "warning"],
             self.workdir,
+            self.app_env,
         )  # fmt: skip
         self.service.start()
         if not wait_port(self.service_port, 30):
@@ -133,9 +153,10 @@ class Harness:
         self.relay = Proc(
             "relay",
             # the module form (`omninode-lock relay` on newer installs)
-            [sys.executable, "-m", "omninode_bridge.events.cli", "relay", "--dsn", self.dsn, "--bootstrap-servers", self.bootstrap,
+            [sys.executable, "-m", "omninode_bridge.events.cli", "relay", "--dsn", self.app_dsn, "--bootstrap-servers", self.bootstrap,
              "--topic-prefix", self.topic_prefix, "--linger-ms", "5"],
             self.workdir,
+            self.app_env,
         )  # fmt: skip
         self.relay.start()
 
@@ -158,8 +179,10 @@ class Harness:
         for i in range(total):
             via = "lib" if i < self.budget.lib_clients else "http"
             env, prefix = self._client_env(i)
-            dsn = self.dsn
-            if i == 0 and self.netns is not None:  # the client behind the faulty link
+            dsn = self.app_dsn
+            if not (i == 0 and self.netns is not None):
+                env = {**self.app_env, **env}
+            if i == 0 and self.netns is not None:  # the client behind the faulty link (direct)
                 prefix, dsn = self.netns.prefix(), self.cluster.dsn(self.netns.host_addr)
             name = f"c{i}-{via}"
             argv = [*prefix, sys.executable, "-m", "chaos.client", "--via", via, "--name", name,
@@ -284,6 +307,8 @@ class Harness:
             if proc is not None:
                 with contextlib.suppress(Exception):
                     proc.stop(grace=5)
+        if self.bouncer is not None:
+            self.bouncer.stop()
         if hasattr(self, "cluster"):
             self.cluster.destroy()
         if self.netns is not None:
@@ -325,6 +350,7 @@ async def run_once(budget: Budget, keep: Path | None = None) -> dict[str, Any]:
         "kafka_events": None if view.kafka is None else len(view.kafka),
         "outbox_events": len(view.events),
         "network_faults": None if harness.netns is None else harness.netns.impl(),
+        "topology": "pgbouncer (transaction pooling)" if budget.pgbouncer else "direct",
     }
     if keep is not None:
         shutil.copytree(workdir, keep, dirs_exist_ok=True)

@@ -76,6 +76,17 @@ async def pooled(routed: str, dsn: str) -> AsyncIterator[LockClient]:
 # -- the settings (no PgBouncer needed) ----------------------------------------------------
 
 
+async def test_a_listen_dsn_without_any_dsn_is_refused_at_connect() -> None:
+    """...and refused, without the secret, only when no DSN comes at all (an embedded
+    server has no separate LISTEN address)."""
+    from omninode_bridge.locks import LockClient
+
+    settings = LockSettings.load({"OMNINODE_LISTEN_DSN": "postgresql://svc:direct-pw@db1/x"}, env_file=None)
+    with pytest.raises(LockValidationError) as bad:
+        await LockClient.connect(settings=settings)
+    assert "listen_dsn is set but no dsn" in str(bad.value) and "direct-pw" not in str(bad.value)
+
+
 def test_listen_dsn_is_a_secret_setting_read_from_the_environment() -> None:
     env = {
         "OMNINODE_POSTGRES_DSN": "postgresql://svc:pool-pw@bouncer:6432/locks",
@@ -89,9 +100,9 @@ def test_listen_dsn_is_a_secret_setting_read_from_the_environment() -> None:
     assert "direct-pw" not in shown and "pool-pw" not in shown
     assert "db1:5432,db2:5432" in shown  # both hosts, password hidden
 
-    with pytest.raises(LockValidationError) as bad:
-        LockSettings.load({"OMNINODE_LISTEN_DSN": "postgresql://svc:direct-pw@db1/x"}, env_file=None)
-    assert "listen_dsn needs dsn" in str(bad.value) and "direct-pw" not in str(bad.value)
+    # the DSN may come from the caller (connect(dsn), --dsn): a listen DSN alone is read...
+    alone = LockSettings.load({"OMNINODE_LISTEN_DSN": "postgresql://svc:direct-pw@db1/x"}, env_file=None)
+    assert alone.with_dsn("postgresql://svc:pool-pw@bouncer:6432/x").listen_dsn == alone.listen_dsn
     with pytest.raises(LockValidationError) as bad:
         LockSettings.load(
             {**env, "OMNINODE_LISTEN_DSN": "postgresql://svc:direct-pw@db1:99999/x"}, env_file=None

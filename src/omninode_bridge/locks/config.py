@@ -169,8 +169,6 @@ class LockSettings(BaseSettings):
     def _check_pool(self) -> LockSettings:
         if self.pool_min > self.pool_max:
             raise ValueError("pool_min must not exceed pool_max")
-        if self.postgres_listen_dsn is not None and self.postgres_dsn is None:
-            raise ValueError("listen_dsn needs dsn: it is a direct connection to the server dsn names")
         return self
 
     @model_validator(mode="wrap")

@@ -43,6 +43,13 @@ async def open_pool(cfg: LockSettings) -> tuple[asyncpg.Pool, str]:
     is handed to asyncpg as is, so every new connection finds the current primary.
     """
     if cfg.dsn is None:
+        # the DSN may still come from the caller (connect(dsn) / --dsn), so this is checked
+        # here, when it is known that there is none, not when the settings are read
+        if cfg.listen_dsn is not None:
+            raise LockValidationError(
+                "listen_dsn is set but no dsn: it is a direct connection to the server dsn names",
+                field="listen_dsn",
+            )
         try:
             dsn = await asyncio.to_thread(start_embedded, cfg.data_dir, keep_running=True)
         except EmbeddedError as err:
