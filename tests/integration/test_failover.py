@@ -104,7 +104,7 @@ async def test_clients_ride_out_seconds_with_no_primary_at_all(pair: ReplicaPair
 
     probe = asyncio.create_task(while_no_primary())
     figures = await run_failover(
-        pair, workers=4, lock_count=2, before=1.0, after=1.0, limit=30, promote_delay=3
+        pair, workers=4, lock_count=2, before=1.0, after=2.5, limit=30, promote_delay=3
     )
     assert figures["checks"] == NO_VIOLATIONS, figures
     assert figures["writes_after_failover"] > 10, f"the clients did not follow the failover: {figures}"

@@ -117,7 +117,11 @@ def test_listen_dsn_is_a_secret_setting_read_from_the_environment() -> None:
 SRC = Path(__file__).resolve().parents[2] / "src" / "omninode_bridge"
 SESSION_SQL = {
     "session advisory lock": re.compile(r"\bpg_(try_)?advisory_lock(_shared)?\s*\(", re.I),
-    "session-wide set_config": re.compile(r"\bset_config\s*\([^;]*?,\s*false\s*\)", re.I),
+    # set_config(name, value, false): the third argument of that very call (not a later
+    # ", false)" elsewhere in the statement)
+    "session-wide set_config": re.compile(
+        r"\bset_config\s*\(\s*'[^']*'\s*,\s*[^,()]*(\([^()]*\))?[^,()]*,\s*false\s*\)", re.I
+    ),
     "SET SESSION": re.compile(r"\bSET\s+SESSION\b", re.I),
     "temporary table": re.compile(r"\bCREATE\s+(GLOBAL\s+|LOCAL\s+)?TEMP(ORARY)?\b", re.I),
     "LISTEN in SQL": re.compile(r"^\s*(UN)?LISTEN\b", re.I | re.M),
