@@ -216,27 +216,35 @@ class Relay:
                     True if published else self._broker_ok,
                     None,
                 )
-                if time.monotonic() - last_beat >= HEARTBEAT_INTERVAL:
-                    last_beat = time.monotonic()
-                    await self._heartbeat()
-                if claimed >= self.batch_size and published:
-                    continue  # more waiting: go on at once
-                if claimed > published:
-                    await _sleep_or_stop(stop, 0.005)  # another relay holds older events of a lock
-                    continue
-                if published:
-                    # busy: at most one round per linger period, so rounds grow with the
-                    # load instead of multiplying; an event waits at most that long
+                # the steps between rounds touch the database too (heartbeat, wake-up,
+                # giving the connection back): a failure there is an outage like any
+                # other, ridden out with backoff, never the end of the relay
+                try:
+                    if time.monotonic() - last_beat >= HEARTBEAT_INTERVAL:
+                        last_beat = time.monotonic()
+                        await self._heartbeat()
+                    if claimed >= self.batch_size and published:
+                        continue  # more waiting: go on at once
+                    if claimed > published:
+                        await _sleep_or_stop(stop, 0.005)  # another relay holds older events of a lock
+                        continue
+                    if published:
+                        # busy: at most one round per linger period, so rounds grow with the
+                        # load instead of multiplying; an event waits at most that long
+                        armed = False
+                        await _sleep_or_stop(stop, started + self.linger - time.monotonic())
+                        continue  # more may have committed meanwhile: look again before sleeping
+                    if self.wakeup is not None and not armed:
+                        await self.wakeup.arm()  # then one more look before sleeping
+                        armed = True
+                        continue
+                    await self.release_connection()
+                    await self._idle(ticket, stop)
                     armed = False
-                    await _sleep_or_stop(stop, started + self.linger - time.monotonic())
-                    continue  # more may have committed meanwhile: look again before sleeping
-                if self.wakeup is not None and not armed:
-                    await self.wakeup.arm()  # then one more look before sleeping
-                    armed = True
-                    continue
-                await self.release_connection()
-                await self._idle(ticket, stop)
-                armed = False
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+                    backoff = await self._failed(err, backoff, broker=None)
+                    await _sleep_or_stop(stop, backoff)
+                    armed = False
         finally:
             await self.release_connection()
             self._state = "stopped"

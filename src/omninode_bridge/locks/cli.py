@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
+import traceback
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, NoReturn, TypeVar
@@ -46,18 +48,32 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
 
 
 def run(factory: Callable[[], Awaitable[T]], settings: LockSettings) -> T:
-    """Run a coroutine; turn expected failures into one clear line and exit code 1."""
+    """Run a coroutine; turn expected failures into one clear line and exit code 1
+    (``OMNINODE_TRACEBACK=1`` also prints where it failed, for a bug report)."""
     try:
         return asyncio.run(_guard(factory))
-    except LockError as err:
-        fail(str(err))
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
-        fail(f"DATABASE_ERROR: {type(err).__name__}: {err}")
-    except (ValueError, OverflowError) as err:
-        # the driver's words may quote the DSN: show only the redacted DSN
-        fail(f"VALIDATION_ERROR: invalid DSN {settings.safe_dsn()} ({type(err).__name__})")
+    except (
+        LockError,
+        OSError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        ValueError,
+        OverflowError,
+    ) as err:
+        if os.environ.get("OMNINODE_TRACEBACK"):  # secrets scrubbed like every log line
+            sys.stderr.write(redact_text(traceback.format_exc()))
+        _fail_for(err, settings)
     except KeyboardInterrupt:
         fail("interrupted", 130)
+
+
+def _fail_for(err: Exception, settings: LockSettings) -> NoReturn:
+    if isinstance(err, LockError):
+        fail(str(err))
+    if isinstance(err, (ValueError, OverflowError)):
+        # the driver's words may quote the DSN: show only the redacted DSN
+        fail(f"VALIDATION_ERROR: invalid DSN {settings.safe_dsn()} ({type(err).__name__})")
+    fail(f"DATABASE_ERROR: {type(err).__name__}: {err}")
 
 
 async def _guard(factory: Callable[[], Awaitable[T]]) -> T:

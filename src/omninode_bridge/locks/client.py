@@ -452,16 +452,17 @@ class LockClient(LockStore):
         pause, failed = 0.1, 0
         while time.monotonic() < lapse:
             await asyncio.sleep(pause)
-            pause = min(pause * 2, 1.0)  # within a second of the database answering again
             try:
                 row = await self._call(
                     "release", lease_id, deadline=time.monotonic() + SETTLE_TIMEOUT, probe=True
                 )
-            except Exception:  # still out of reach: try again after the pause
+            except Exception:  # out of reach: try again within a second of its return
                 failed += 1
-                row = None
-            if row is not None and row["status"] in FOUND_AND_ENDED:
+                pause = min(pause * 2, 1.0)
+                continue
+            if row["status"] in FOUND_AND_ENDED:
                 return
+            pause = min(pause * 2, 5.0)  # reachable, nothing granted (yet): watch for a late commit
         if failed:
             emit_log_event(
                 LogLevel.WARNING,

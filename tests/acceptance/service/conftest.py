@@ -2,32 +2,22 @@
 
 from __future__ import annotations
 
-import itertools
-import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
-from svc_helpers import Service, drop_database, with_database
+from svc_helpers import Service, module_database
 
-_counter = itertools.count()
 # the cuttable TCP proxy of the integration tests (a fake PostgreSQL outage)
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "integration"))
 
 
 @pytest.fixture(scope="module")
 async def module_dsn(server_dsn: str, template_db: str) -> AsyncIterator[str]:
-    name = f"omninode_svc_{os.getpid()}_{next(_counter)}"
-    admin = await asyncpg.connect(server_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    try:
-        yield with_database(server_dsn, name)
-    finally:
-        await drop_database(admin, name)
-        await admin.close()
+    async with module_database(server_dsn, template_db, "omninode_svc") as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import os
 import signal
 import socket
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -29,6 +32,22 @@ async def drop_database(admin: asyncpg.Connection, name: str) -> None:
     await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+_databases = itertools.count()
+
+
+@contextlib.asynccontextmanager
+async def module_database(server_dsn: str, template_db: str, prefix: str) -> AsyncIterator[str]:
+    """A fresh copy of the migrated template database for one test module."""
+    name = f"{prefix}_{os.getpid()}_{next(_databases)}"
+    admin = await asyncpg.connect(server_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    try:
+        yield with_database(server_dsn, name)
+    finally:
+        await drop_database(admin, name)
+        await admin.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -44,7 +63,17 @@ def clean_env(**extra: str) -> dict[str, str]:
 class Service:
     """One ``omninode-lock serve`` process; its stderr/stdout go to a file we can read."""
 
-    def __init__(self, dsn: str, *, port: int | None = None, args: tuple[str, ...] = (), **env: str) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        port: int | None = None,
+        args: tuple[str, ...] = (),
+        command: tuple[str, ...] = (),
+        log_level: str = "info",
+        keep_log: bool = False,
+        **env: str,
+    ) -> None:
         self.dsn = dsn
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -52,18 +81,21 @@ class Service:
         self.log = tempfile.NamedTemporaryFile(prefix="omninode-svc-", suffix=".log", delete=False)  # noqa: SIM115
         self.proc: asyncio.subprocess.Process | None = None
         self.args = args
+        self.command = command or (CLI,)  # the program and its leading arguments
+        self.log_level = log_level
+        self.keep_log = keep_log  # stop() leaves the log for the test to read; remove_log() ends it
 
     async def start(self, limit_s: float = 60, *, healthy: bool = True) -> Service:
         """Start and wait for /health to say 200 (or, with ``healthy=False``, to answer)."""
         self.proc = await asyncio.create_subprocess_exec(
-            CLI,
+            *self.command,
             "--dsn",
             self.dsn,
             "serve",
             "--port",
             str(self.port),
             "--log-level",
-            "info",
+            self.log_level,
             *self.args,
             stdout=self.log,
             stderr=asyncio.subprocess.STDOUT,
@@ -96,7 +128,12 @@ class Service:
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
-        os.unlink(self.log.name)
+        if not self.keep_log:
+            self.remove_log()
+
+    def remove_log(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.log.name)
 
 
 SNAPSHOT_TABLES = ("locks", "leases", "waiters", "events")
