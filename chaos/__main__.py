@@ -34,6 +34,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         out["runs"] += r.get("runs", 1)
         out["operations"] += r["operations"]
         out["violations"] += r["violations"]
+        out["lazy_releases_lost"] = out.get("lazy_releases_lost", 0) + r.get("lazy_releases_lost", 0)
         for key in ("faults", "checks"):
             for k, v in r[key].items():
                 out[key][k] = out[key].get(k, 0) + v
@@ -42,7 +43,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out["examples"] = {k: v for r in runs for k, v in r.get("examples", {}).items()}
     per_run = [p for r in runs for p in r.get("per_run", [r])]
     keep = ("seed", "seconds", "operations", "violations", "examples", "outcomes", "kafka_events",
-            "outbox_events", "network_faults", "engine")  # fmt: skip
+            "outbox_events", "lazy_releases_lost", "network_faults", "engine")  # fmt: skip
     out["per_run"] = [{k: p[k] for k in keep if k in p} for p in per_run]
     return out
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from chaos.checker import DbLease, DbView, check_all, epoch
+from chaos.checker import DbLease, DbView, check_all, epoch, lost_lazy_releases
 from chaos.cluster import Cluster, cluster_missing, free_port, pg_bindir
 from chaos.faults import Faults
 from chaos.history import PERMITS, SETUP_SQL, read_history
@@ -251,6 +251,7 @@ class Harness:
         conn = await asyncpg.connect(self.dsn)
         try:
             view = DbView(permits=dict(PERMITS))
+            view.crashes = [float(f["t0"]) for f in self.fault_log if f["kind"] == "pg_restart_immediate"]  # type: ignore[arg-type]
             for r in await conn.fetch("SELECT * FROM chaos.lease_log ORDER BY id"):
                 lid = str(r["lease_id"])
                 lease = view.leases.get(lid)
@@ -347,6 +348,7 @@ async def run_once(budget: Budget, keep: Path | None = None) -> dict[str, Any]:
         "checks": {k: len(v) for k, v in results.items()},
         "violations": sum(len(v) for v in results.values()),
         "examples": {k: v[:5] for k, v in results.items() if v},
+        "lazy_releases_lost": len(lost_lazy_releases(history, view)),
         "kafka_events": None if view.kafka is None else len(view.kafka),
         "outbox_events": len(view.events),
         "network_faults": None if harness.netns is None else harness.netns.impl(),

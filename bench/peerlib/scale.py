@@ -44,7 +44,7 @@ class Sizes:
     held: tuple[int, ...] = (1_000, 100_000, 1_000_000)
     cleanup: tuple[int, ...] = (10_000, 100_000)
     waiters: int = 10_000
-    waiters_pool: int = 2
+    waiters_pool: int = 1
     p95_seconds: float = 3.0
 
 

@@ -61,3 +61,35 @@ async def test_the_workload_did_real_work_under_the_faults(short_run: dict[str, 
     for needed in ("acquire:granted", "release:released", "extend:ok", "write:accepted"):
         assert outcomes.get(needed, 0) > 0, (needed, outcomes)
     assert short_run["outbox_events"], short_run
+
+
+@pytest.fixture(scope="module")
+async def bouncer_run() -> dict[str, object]:
+    """The same short run with clients, service and relay behind PgBouncer (transaction
+    pooling; statement cache off, LISTEN direct), judged by the same checker."""
+    from bench.topology import find_pgbouncer
+
+    missing = cluster_missing()
+    if missing is not None:
+        pytest.skip(missing)
+    if find_pgbouncer() is None:
+        pytest.skip("pgbouncer is not installed (Debian package pgbouncer)")
+    budget = Budget(
+        seconds=20,
+        min_operations=0,
+        lib_clients=5,
+        http_clients=3,
+        faults=SHORT_FAULTS - {"clock_skew"},
+        gap=(0.8, 1.8),
+        pgbouncer=True,
+    )
+    return await run_once(budget)
+
+
+async def test_a_short_chaos_run_through_pgbouncer_finds_no_violation(bouncer_run: dict[str, object]) -> None:
+    assert bouncer_run["topology"] == "pgbouncer (transaction pooling)"
+    assert bouncer_run["violations"] == 0, (bouncer_run["seed"], bouncer_run["examples"])
+    outcomes = bouncer_run["outcomes"]
+    assert isinstance(outcomes, dict)
+    for needed in ("acquire:granted", "release:released", "write:accepted"):
+        assert outcomes.get(needed, 0) > 0, (needed, outcomes)

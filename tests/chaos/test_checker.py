@@ -197,3 +197,36 @@ def test_an_event_missing_or_invented(where: str) -> None:
         assert db.kafka is not None
         db.kafka.append("made-up")
     assert fired(history, db) == {"event_mismatch": 1 if where != "outbox_invented" else 2}
+
+
+def lazy_release_lost(crash_after: float, *, ran_out: bool = True) -> tuple[list[dict[str, Any]], DbView]:
+    """A's release was acknowledged at t1 = 5.0, then PostgreSQL crashed ``crash_after``
+    seconds later and took the lazily committed release back: no lock_released event, and
+    the lease ran to its expiry in the database (or, ``ran_out=False``, ended early)."""
+    history, db = clean()
+    for r in history:
+        if r["op"] == "release" and r["lease_id"] == A:
+            r["t0"], r["t1"] = 4.99, 5.0
+    db.events = [e for e in db.events if e["event_type"] != "lock_released" or e["lease_id"] != A]
+    db.kafka = [e["event_id"] for e in db.events]
+    db.leases[A].expires_at = T0 + 1.4  # a TTL that ran out before B's grant
+    db.leases[A].ended_at = None if ran_out else T0 + 1.0
+    db.crashes = [5.0 + crash_after]
+    return history, db
+
+
+def test_a_release_taken_back_by_a_crash_just_after_it_is_allowed_and_counted() -> None:
+    from chaos.checker import lost_lazy_releases
+
+    history, db = lazy_release_lost(0.3)
+    assert fired(history, db) == {}
+    assert lost_lazy_releases(history, db) == {A}
+
+
+@pytest.mark.parametrize(("crash_after", "ran_out"), [(3.0, True), (-0.5, True), (0.3, False)])
+def test_a_missing_release_event_without_a_crash_right_after_is_a_violation(
+    crash_after: float, ran_out: bool
+) -> None:
+    """Too late a crash, a crash before the acknowledgement, or a lease that ended early
+    (something deleted it, yet no event says so): the missing event is a violation."""
+    assert fired(*lazy_release_lost(crash_after, ran_out=ran_out)) == {"event_mismatch": 1}

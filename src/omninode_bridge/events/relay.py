@@ -4,7 +4,11 @@ One round (:meth:`Relay.relay_once`) runs in one transaction. One statement lock
 oldest unrelayed events no other relay holds (``FOR UPDATE SKIP LOCKED``), sets
 ``relayed_at`` on those whose lock has no older event held by another relay and returns
 them as ready Kafka messages (the JSON is built in SQL); the relay publishes them, waits
-for the broker's acknowledgements, and only then commits. A failed publish rolls the
+for the broker's acknowledgements, and only then commits. Before it publishes, a durable
+write on another connection flushes the write-ahead log past every claimed event: the
+engine commits some changes lazily (a release that handed nothing on), and an event is
+visible before its commit is on disk, so without that flush a database crash could undo
+an event the broker already has (an invented event). A failed publish rolls the
 marks back; a relay that dies mid-round never commits: its rows unlock and the next
 round (its own after a restart, or another relay's) sends them again with the same
 ``event_id`` - at least once. Live relays never claim the same row, so in normal
@@ -43,6 +47,9 @@ LINGER = 0.015  # while busy, at most one round per this many seconds (fewer, la
 SWEEP_INTERVAL = 5.0
 HEARTBEAT_INTERVAL = 10.0
 MAX_BACKOFF = 5.0
+# what a failing database or connection raises between or inside rounds: ridden out with
+# backoff (InternalClientError: asyncpg found the connection's protocol state broken)
+DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 BACKLOG_COUNT_CAP = 1_000_000
 
 
@@ -138,7 +145,7 @@ class Relay:
         mine = self.status()
         try:
             stats = await outbox_stats(self.pool, self.schema)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except DB_ERRORS:
             return mine
         return RelayStatus(
             mine.state, mine.broker_reachable, mine.relayed_total, stats.backlog, stats.lag_seconds,
@@ -169,9 +176,13 @@ class Relay:
                     ready = rows
                     if any(r["derive_id"] for r in rows):
                         ready = [_Legacy.of(r, self._stream_id) if r["derive_id"] else r for r in rows]
+                    await self.durable_barrier()
                     await self.sink.publish(ready)
+        except BrokerError:
+            await self.release_connection()  # rolled back cleanly: the connection is fine
+            raise
         except BaseException:
-            await self.release_connection()  # a broken connection goes back to be closed
+            await self.release_connection(broken=True)  # its protocol state is unknown
             raise
         if not keep_connection:
             await self.release_connection()
@@ -179,12 +190,27 @@ class Relay:
         self.rounds += 1
         return claimed, len(ready)
 
-    async def release_connection(self) -> None:
-        """Give the held connection back to the pool (when idle, failing or stopping)."""
+    async def durable_barrier(self) -> None:
+        """Make every event this round claimed durable before the broker sees it: one
+        durable write (always a new row version, so a commit record is flushed) on another
+        pool connection, begun after the claim, so the flush covers the commit of every
+        event the claim saw. With a synchronous standby it waits for the standby too."""
+        await self.pool.execute(
+            self._q["relay_barrier"], self.relay_id, self.sink.describe(), self.relayed_total
+        )
+
+    async def release_connection(self, *, broken: bool = False) -> None:
+        """Give the held connection back to the pool (when idle, failing or stopping);
+        ``broken``: close it instead, never to be used again (a failure mid-round may
+        leave asyncpg's protocol state behind: 'another operation is in progress')."""
         conn, self._conn = self._conn, None
-        if conn is not None:
+        if conn is None:
+            return
+        if broken:
             with contextlib.suppress(Exception):
-                await self.pool.release(conn)
+                conn.terminate()
+        with contextlib.suppress(Exception):
+            await self.pool.release(conn)
 
     # -- the loop -------------------------------------------------------------------
 
@@ -206,7 +232,7 @@ class Relay:
                     await self.sink.reset()
                     await _sleep_or_stop(stop, backoff)
                     continue
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+                except DB_ERRORS as err:
                     backoff = await self._failed(err, backoff, broker=None)
                     await _sleep_or_stop(stop, backoff)
                     continue
@@ -241,7 +267,7 @@ class Relay:
                     await self.release_connection()
                     await self._idle(ticket, stop)
                     armed = False
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+                except DB_ERRORS as err:
                     backoff = await self._failed(err, backoff, broker=None)
                     await _sleep_or_stop(stop, backoff)
                     armed = False
@@ -277,7 +303,7 @@ class Relay:
 
     async def _heartbeat(self) -> None:
         """Record that this relay is alive (best effort: a failure only delays it)."""
-        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        with contextlib.suppress(*DB_ERRORS):
             await self.pool.execute(self._q["relay_seen"], self.relay_id, self.relayed_total)
 
 

@@ -383,14 +383,16 @@ class LockClient(LockStore):
         )
         return acquire_outcome(row, req.name, sent)
 
-    async def fast_acquire(self, req: AcquireRequest) -> Lease | None:
-        """The uncontended grant, or None when the lock is busy, queued or in doubt."""
+    async def fast_acquire(self, req: AcquireRequest, deadline: float | None = None) -> Lease | None:
+        """The uncontended grant, or None when the lock is busy, queued or in doubt.
+        ``deadline`` (monotonic): a waiter's own, which also bounds the wait for a pool
+        connection (thousands of waiters may share a pool of one)."""
         if req.reentrant:
             return None
         sent = time.monotonic()
         try:
             row = await self.settled(
-                self._call("acquire_fast", *req.fast_args(), correlation_id=req.correlation_id),
+                self._call("acquire_fast", *req.fast_args(), deadline=deadline, correlation_id=req.correlation_id),
                 undo=self._discard(req.lease_id, req.ttl),
             )
         except asyncpg.UniqueViolationError:  # a retry racing its own first attempt

@@ -46,7 +46,10 @@ async def wait_in_queue(client: LockClient, req: AcquireRequest) -> Lease:
     """Acquire ``req`` (``wait > 0``): at once if free, else FIFO until granted or
     ``req.wait`` seconds have passed (``LOCK_TIMEOUT``)."""
     deadline = time.monotonic() + req.wait
-    lease = await client.fast_acquire(req)
+    try:
+        lease = await client.fast_acquire(req, deadline)
+    except PoolExhaustedError:  # the wait ran out before a connection was free: nothing sent
+        raise _timeout(req) from None
     if lease is not None:
         return lease
     lease_id = str(req.lease_id)

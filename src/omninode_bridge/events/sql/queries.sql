@@ -63,6 +63,13 @@ ON CONFLICT (relay_id) DO UPDATE SET sink = EXCLUDED.sink, started_at = now(), s
 -- name: relay_seen
 UPDATE __schema__.outbox_relays SET seen_at = now(), relayed = $2 WHERE relay_id = $1;
 
+-- name: relay_barrier
+-- Before a round publishes: a durable commit that always writes (an upsert's update makes
+-- a new row version even when nothing changes), so its flush carries the write-ahead log
+-- past the commits of the events the round claimed (relay.py, durable_barrier).
+INSERT INTO __schema__.outbox_relays (relay_id, sink, relayed) VALUES ($1, $2, $3)
+ON CONFLICT (relay_id) DO UPDATE SET seen_at = now(), relayed = EXCLUDED.relayed;
+
 -- name: forget_relays
 DELETE FROM __schema__.outbox_relays;
 

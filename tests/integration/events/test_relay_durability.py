@@ -1,0 +1,119 @@
+"""The relay publishes only what a database crash cannot undo, and survives a connection
+left broken mid-round. Found by ``python -m chaos --pgbouncer``: (1) a release commits
+lazily (it handed nothing on), the relay saw it, Kafka got it, an immediate restart lost
+it - an event in Kafka the outbox never had; (2) a relay died on asyncpg's
+``InternalClientError`` ("another operation is in progress") after a restart behind
+PgBouncer, and the events after it never reached Kafka.
+
+The sink here is an in-memory list (no I/O of its own to fake); the database is real."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import pytest
+from relay_helpers import wait_until
+
+from omninode_bridge.events import Relay
+from omninode_bridge.events.envelope import Row
+from omninode_bridge.locks import LockClient, LockSettings
+
+pytestmark = pytest.mark.integration
+SCHEMA = "omninode_locks"
+
+
+class ListSink:
+    """Keeps what it is given; ``before`` runs first on every publish (and may raise)."""
+
+    def __init__(self, before: Any = None) -> None:
+        self.before = before
+        self.messages: list[Row] = []
+        self.calls = 0
+
+    def describe(self) -> str:
+        return "memory"
+
+    async def publish(self, messages: Sequence[Row]) -> None:
+        self.calls += 1
+        if self.before is not None:
+            await self.before(self.calls)
+        self.messages.extend(messages)
+
+    async def reset(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+async def test_a_round_makes_the_log_durable_past_its_events_before_publishing(
+    dsn: str, settings: LockSettings
+) -> None:
+    """A lazily committed release is visible at once but on disk only later: when the sink
+    is called, the write-ahead log must be flushed past that commit (the barrier)."""
+    probe = await asyncpg.connect(dsn)
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    seen: list[bool] = []
+    lsn: list[str] = []
+
+    async def check(_call: int) -> None:
+        if lsn:  # only the round that carries the lazy release
+            seen.append(bool(await probe.fetchval("SELECT pg_current_wal_flush_lsn() >= $1::text::pg_lsn", lsn.pop())))
+
+    sink = ListSink(check)
+    relay = Relay(pool, SCHEMA, sink)
+    try:
+        async with LockClient.connect(dsn, settings=settings, cleanup=False) as locks:
+            for i in range(8):
+                lease = await locks.acquire(f"durable:{i}", ttl=30, wait=0)
+                await relay.relay_once()  # the grant: the next round carries only the release
+                await locks.release(lease)  # handed nothing on: committed lazily
+                lsn.append(str(await probe.fetchval("SELECT pg_current_wal_insert_lsn()::text")))
+                before = len(sink.messages)
+                assert await relay.relay_once() == (1, 1)
+                assert sink.messages[before]["event_type"] == "lock_released"
+                assert len(seen) == i + 1 and seen[-1], f"round {i}: the release was published before its commit was flushed"
+    finally:
+        await pool.close()
+        await probe.close()
+
+
+async def test_a_connection_broken_mid_round_is_closed_and_the_relay_goes_on(
+    dsn: str, settings: LockSettings
+) -> None:
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    broken_pid: list[int] = []
+    relay: Relay
+
+    async def fail_once(call: int) -> None:
+        if call == 1:
+            assert relay._conn is not None
+            broken_pid.append(relay._conn.get_server_pid())
+            raise asyncpg.InternalClientError("cannot switch to state 15; another operation (2) is in progress")
+
+    sink = ListSink(fail_once)
+    relay = Relay(pool, SCHEMA, sink, sweep=0.2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        async with LockClient.connect(dsn, settings=settings, cleanup=False) as locks:
+            for i in range(5):
+                lease = await locks.acquire(f"broken:{i}", ttl=30, wait=0)
+                await locks.release(lease)
+
+        async def all_relayed() -> bool:
+            return len(sink.messages) >= 10
+
+        await wait_until(all_relayed, 30)
+        assert not task.done(), "the relay must ride the failure out, not exit"
+        assert relay.status().state == "ok"
+        alive = await pool.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", broken_pid[0])
+        assert alive == 0, "the connection left in an unknown state was closed, not reused"
+        assert {m["event_type"] for m in sink.messages} == {"lock_acquired", "lock_released"}
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await pool.close()
