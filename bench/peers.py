@@ -215,7 +215,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
     p.add_argument("--held", help="held-lock sizes, e.g. 1000,100000,1000000 (the default)")
     p.add_argument("--cleanup", help="expired-lease sizes, e.g. 10000,100000 (the default)")
     p.add_argument("--waiters", type=int, help="simultaneous waiters (default 10000; quick 500)")
-    p.add_argument("--waiters-pool", type=int, default=1, help="pool size of the waiters' client (default 1: with LISTEN, 2 connections)")
+    p.add_argument(
+        "--waiters-pool",
+        type=int,
+        default=1,
+        help="pool size of the waiters' client (default 1: with LISTEN, 2 connections)",
+    )
     p.add_argument("--no-scale", action="store_true", help="skip the scale curves")
     p.add_argument("--out", type=Path, default=RESULTS, help="output folder (default bench/results)")
     p.add_argument("--readme", action="store_true", help="after the run, regenerate the README section")

@@ -392,7 +392,9 @@ class LockClient(LockStore):
         sent = time.monotonic()
         try:
             row = await self.settled(
-                self._call("acquire_fast", *req.fast_args(), deadline=deadline, correlation_id=req.correlation_id),
+                self._call(
+                    "acquire_fast", *req.fast_args(), deadline=deadline, correlation_id=req.correlation_id
+                ),
                 undo=self._discard(req.lease_id, req.ttl),
             )
         except asyncpg.UniqueViolationError:  # a retry racing its own first attempt

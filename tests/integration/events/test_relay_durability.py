@@ -61,7 +61,9 @@ async def test_a_round_makes_the_log_durable_past_its_events_before_publishing(
 
     async def check(_call: int) -> None:
         if lsn:  # only the round that carries the lazy release
-            seen.append(bool(await probe.fetchval("SELECT pg_current_wal_flush_lsn() >= $1::text::pg_lsn", lsn.pop())))
+            seen.append(
+                bool(await probe.fetchval("SELECT pg_current_wal_flush_lsn() >= $1::text::pg_lsn", lsn.pop()))
+            )
 
     sink = ListSink(check)
     relay = Relay(pool, SCHEMA, sink)
@@ -75,7 +77,9 @@ async def test_a_round_makes_the_log_durable_past_its_events_before_publishing(
                 before = len(sink.messages)
                 assert await relay.relay_once() == (1, 1)
                 assert sink.messages[before]["event_type"] == "lock_released"
-                assert len(seen) == i + 1 and seen[-1], f"round {i}: the release was published before its commit was flushed"
+                assert len(seen) == i + 1 and seen[-1], (
+                    f"round {i}: the release was published before its commit was flushed"
+                )
     finally:
         await pool.close()
         await probe.close()
@@ -92,7 +96,9 @@ async def test_a_connection_broken_mid_round_is_closed_and_the_relay_goes_on(
         if call == 1:
             assert relay._conn is not None
             broken_pid.append(relay._conn.get_server_pid())
-            raise asyncpg.InternalClientError("cannot switch to state 15; another operation (2) is in progress")
+            raise asyncpg.InternalClientError(
+                "cannot switch to state 15; another operation (2) is in progress"
+            )
 
     sink = ListSink(fail_once)
     relay = Relay(pool, SCHEMA, sink, sweep=0.2)
