@@ -19,8 +19,8 @@ import click
 
 from omninode_bridge.events.envelope import Envelope
 from omninode_bridge.events.queries import load_event_queries
-from omninode_bridge.events.relay import LINGER
-from omninode_bridge.events.runner import kafka_sink, open_feed, open_relay
+from omninode_bridge.events.relay import LINGER, Relay
+from omninode_bridge.events.runner import kafka_sink, open_feed, relay_until_stopped
 from omninode_bridge.locks.cli import Context, db_options, fail, main, pass_ctx, run
 from omninode_bridge.locks.client import LockClient
 from omninode_bridge.locks.config import LockSettings
@@ -137,16 +137,17 @@ def relay_cmd(
         click.echo(f"unregistered {count} relay(s)")
         return
 
+    def started(relay: Relay) -> None:
+        click.echo(
+            f"relaying events of schema {settings.schema} to {relay.sink.describe()} (relay {relay.relay_id})"
+        )
+        sys.stdout.flush()
+
     async def go() -> int:
-        sink = kafka_sink(settings, idempotence=idempotence)
-        stop = _stop_on_signals()
-        async with open_relay(settings, sink=sink, batch_size=batch_size, linger=linger_ms / 1000) as relay:
-            click.echo(
-                f"relaying events of schema {settings.schema} to {sink.describe()} (relay {relay.relay_id})"
-            )
-            sys.stdout.flush()
-            await relay.run(stop)
-            return relay.relayed_total
+        return await relay_until_stopped(
+            settings, _stop_on_signals(), lambda: kafka_sink(settings, idempotence=idempotence),
+            batch_size=batch_size, linger=linger_ms / 1000, started=started,
+        )  # fmt: skip
 
     total = run(go, settings)
     click.echo(f"relay stopped after {total} event(s)")

@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Literal
 
 import asyncpg
 
+from omninode_bridge.core.logging import LogLevel, emit_log_event
 from omninode_bridge.events.feed import EventFeed
 from omninode_bridge.events.kafka import KafkaSink
-from omninode_bridge.events.relay import LINGER, Relay, Sink
+from omninode_bridge.events.relay import LINGER, MAX_BACKOFF, Relay, Sink
 from omninode_bridge.events.wakeup import OutboxWakeup
 from omninode_bridge.locks.config import LockSettings
-from omninode_bridge.locks.errors import LockValidationError
+from omninode_bridge.locks.errors import LockValidationError, SchemaVersionError
 from omninode_bridge.locks.migrate import migrate
 from omninode_bridge.locks.pool import open_pool
+from omninode_bridge.locks.retry import is_transient
 
 
 @contextlib.asynccontextmanager
@@ -91,8 +93,45 @@ async def open_relay(
         yield Relay(pool, settings.schema, sink, wakeup, batch_size=batch_size, linger=linger)
 
 
-async def run_relay_until(settings: LockSettings, stop: asyncio.Event) -> int:
-    """Run one relay until ``stop``; returns how many events it relayed."""
-    async with open_relay(settings) as relay:
-        await relay.run(stop)
-        return relay.relayed_total
+async def relay_until_stopped(
+    settings: LockSettings,
+    stop: asyncio.Event,
+    make_sink: Callable[[], Sink],
+    *,
+    batch_size: int = 1000,
+    linger: float = LINGER,
+    started: Callable[[Relay], None] | None = None,
+) -> int:
+    """Run one relay until ``stop``; returns how many events it relayed. A database that
+    cannot be reached while the relay starts (restarting, failing over, PgBouncer's
+    ``server_login_retry``) is waited for with backoff, as a running relay rides out
+    outages: a relay restarted by a supervisor during an outage must not exit again.
+    Anything else (bad settings, wrong password, a schema newer than this code) ends it."""
+    backoff = 0.0
+    while not stop.is_set():
+        running = False
+        try:
+            async with open_relay(settings, sink=make_sink(), batch_size=batch_size, linger=linger) as relay:
+                running = True
+                if started is not None:
+                    started(relay)
+                await relay.run(stop)
+                return relay.relayed_total
+        except Exception as err:
+            if running or not _unreachable(err):
+                raise
+            if not backoff:
+                emit_log_event(LogLevel.WARNING, "event relay cannot reach the database yet; retrying",
+                               {"error": type(err).__name__})  # fmt: skip
+            backoff = min(MAX_BACKOFF, backoff * 2 if backoff else 0.1)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
+    return 0
+
+
+def _unreachable(err: BaseException) -> bool:
+    """A failure to reach the database (the engine's error or its cause), never a schema
+    that is newer than this code."""
+    if isinstance(err, SchemaVersionError):
+        return False
+    return is_transient(err) or (err.__cause__ is not None and is_transient(err.__cause__))

@@ -123,3 +123,52 @@ async def test_a_connection_broken_mid_round_is_closed_and_the_relay_goes_on(
         stop.set()
         await asyncio.wait_for(task, 30)
         await pool.close()
+
+
+async def test_a_relay_started_during_an_outage_waits_for_the_database(
+    dsn: str, settings: LockSettings
+) -> None:
+    """A supervisor restarting the relay while PostgreSQL is down (or PgBouncer answers
+    ``server_login_retry``) must not see it exit again: it waits with backoff, then relays.
+    Found by the PgBouncer chaos run: a relay restarted mid-outage exited at once."""
+    from tests.integration.proxy import CuttableProxy
+
+    from omninode_bridge.events.runner import relay_until_stopped
+
+    proxy = await CuttableProxy(dsn).start()
+    proxy.cut()
+    sink = ListSink()
+    started: list[Relay] = []
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        relay_until_stopped(
+            settings.replace(dsn=proxy.dsn, connect_timeout=1.0), stop, lambda: sink, started=started.append
+        )
+    )
+    try:
+        await asyncio.sleep(1.5)
+        assert not task.done(), "it waits for the database instead of exiting"
+        assert started == []
+        proxy.heal()
+        async with LockClient.connect(dsn, settings=settings, cleanup=False) as locks:
+            await locks.release(await locks.acquire("outage", ttl=30, wait=0))
+
+        async def relayed() -> bool:
+            return len(sink.messages) >= 2
+
+        await wait_until(relayed, 30)
+        assert len(started) == 1
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 30) >= 2
+        await proxy.close()
+
+
+async def test_a_relay_with_an_unknown_user_still_fails_at_once(dsn: str, settings: LockSettings) -> None:
+    """Retrying is for outages only: settings that can never work end the relay."""
+    from omninode_bridge.events.runner import relay_until_stopped
+    from omninode_bridge.locks.errors import LockError
+
+    bad = settings.replace(dsn=dsn.replace("://", "://nobody_here@", 1).replace("postgres@", "", 1))
+    with pytest.raises(LockError):
+        await asyncio.wait_for(relay_until_stopped(bad, asyncio.Event(), ListSink), 20)
