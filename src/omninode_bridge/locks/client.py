@@ -482,18 +482,26 @@ class LockClient(LockStore):
         *,
         conn: asyncpg.Connection | None = None,
         correlation_id: str | None = None,
+        name: str | None = None,
     ) -> bool:
         """Release a lease. Idempotent: releasing twice is fine. Returns False when it was
         already released earlier; raises LOCK_EXPIRED / LOCK_NOT_HELD when it was lost.
         With ``conn``, inside the caller's transaction (its durability is untouched).
-        ``correlation_id`` is carried by the release's event."""
+        ``correlation_id`` is carried by the release's event. ``name``: only if the lease
+        is one of that lock (else LOCK_NOT_HELD and nothing changes; the HTTP route's form)."""
         lease_id = parse_lease_id(lease)
         correlation_id = check_correlation(correlation_id)
         started = time.perf_counter()
-        if conn is not None:
+        if name is not None and conn is not None:
+            raise LockValidationError("release(name=...) checks the lock outside a caller's transaction only")
+        if name is not None:
+            row: Any = await self._call(
+                "release_of", lease_id, check_name(name), correlation_id=correlation_id
+            )
+        elif conn is not None:
             if correlation_id is not None and conn.is_in_transaction():
                 await conn.execute(self.queries["set_correlation"], correlation_id)
-            row: Any = await conn.fetchrow(self.queries["release_in_txn"], lease_id)
+            row = await conn.fetchrow(self.queries["release_in_txn"], lease_id)
         else:
             row = await self._call("release", lease_id, correlation_id=correlation_id)
         if isinstance(lease, Lease) and row["status"] in ("expired", "not_held"):
@@ -522,15 +530,24 @@ class LockClient(LockStore):
         return lease
 
     async def extend_lease_id(
-        self, lease_id: str | uuid.UUID, ttl: float | None = None, *, correlation_id: str | None = None
+        self,
+        lease_id: str | uuid.UUID,
+        ttl: float | None = None,
+        *,
+        correlation_id: str | None = None,
+        name: str | None = None,
     ) -> Lease:
         """Renew a lease known only by its id (the HTTP API's and CLI's form) for ``ttl``
-        seconds (default ``default_ttl``); returns the lease as the database now has it."""
+        seconds (default ``default_ttl``); returns the lease as the database now has it.
+        ``name``: only if the lease is one of that lock (else LOCK_NOT_HELD, nothing changes)."""
         seconds = check_ttl(self.settings.default_ttl if ttl is None else ttl)
         correlation_id = check_correlation(correlation_id)
         sent = time.monotonic()
+        args: tuple[Any, ...] = (parse_lease_id(lease_id), int(seconds * 1000))
+        if name is not None:
+            args += (check_name(name),)
         row = await self._call(
-            "extend", parse_lease_id(lease_id), int(seconds * 1000), correlation_id=correlation_id
+            "extend" if name is None else "extend_of", *args, correlation_id=correlation_id
         )
         lease_outcome(row, "extend")
         self.stats.extends += 1

@@ -167,7 +167,7 @@ async def release_lease(state: Any, name: str, body: ReleaseBody) -> dict[str, A
     locks, metrics = state.locks, state.metrics
     started = time.perf_counter()
     try:
-        released_now = await locks.release(body.lease_id, correlation_id=body.correlation_id)
+        released_now = await locks.release(body.lease_id, correlation_id=body.correlation_id, name=name)
     finally:
         metrics.release_seconds.observe(time.perf_counter() - started)
     metrics.releases.inc()
@@ -196,7 +196,9 @@ async def release(name: str, body: ReleaseBody, request: Request) -> dict[str, A
 async def extend(name: str, body: ExtendBody, request: Request) -> JSONResponse:
     locks, metrics, auth = _parts(request)
     auth.require(request)
-    lease = await locks.extend_lease_id(body.lease_id, body.ttl, correlation_id=body.correlation_id)
+    lease = await locks.extend_lease_id(
+        body.lease_id, body.ttl, correlation_id=body.correlation_id, name=name
+    )
     metrics.extends.inc()
     request.app.state.changed.set()
     return JSONResponse(lease_json(lease))

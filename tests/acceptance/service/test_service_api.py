@@ -58,6 +58,30 @@ async def test_acquire_extend_release_round_trip(http: httpx.AsyncClient) -> Non
     assert nxt.json()["token"] > lease["token"]
 
 
+async def test_a_lease_of_another_lock_is_refused_by_the_route_and_left_alone(
+    http: httpx.AsyncClient,
+) -> None:
+    """The route names the lock: ``/v1/locks/b/release`` with a lease of lock ``a`` must not
+    release ``a`` (it did, and answered ``{"lock_name": "b", "released": true}``)."""
+    a = (await acquire(http, "route-a", ttl=30)).json()
+    await acquire(http, "route-b", ttl=30)
+    for action, body in (
+        ("release", {"lease_id": a["lease_id"]}),
+        ("extend", {"lease_id": a["lease_id"], "ttl": 300}),
+    ):
+        resp = await http.post(f"/v1/locks/route-b/{action}", json=body)
+        assert_error(resp, 409, "LOCK_NOT_HELD")
+        assert "not one of this lock" in resp.text
+    held = (await http.get("/v1/locks/route-a")).json()
+    assert [h["owner_id"] for h in held["holders"]] == [a["owner_id"]]
+    assert held["holders"][0]["expires_at"] == a["expires_at"], "not extended either"
+    assert (await http.post("/v1/locks/route-a/release", json={"lease_id": a["lease_id"]})).status_code == 200
+    # an ended lease of another lock is not "already released" here either
+    assert_error(
+        await http.post("/v1/locks/route-b/release", json={"lease_id": a["lease_id"]}), 409, "LOCK_NOT_HELD"
+    )
+
+
 async def test_correlation_ids_reach_the_events(http: httpx.AsyncClient, module_dsn: str) -> None:
     lease = (await acquire(http, "corr", ttl=10, correlation_id="http-1")).json()
     body = {"lease_id": lease["lease_id"], "ttl": 20, "correlation_id": "http-2"}

@@ -73,6 +73,19 @@ SELECT r.*, floor(extract(epoch FROM r.expires_at - clock_timestamp()) * 1000)::
 -- name: release
 SELECT * FROM __schema__.release($1);
 
+-- name: release_of
+-- Release, if the lease is one of lock $2 (the HTTP route names the lock): a lease of
+-- another lock, live or ended, is refused and left alone. CASE evaluates only the branch
+-- it takes; OFFSET 0 keeps the subquery whole, so release() runs once, not per column.
+SELECT (r).* FROM (
+    SELECT CASE WHEN EXISTS (SELECT 1 FROM __schema__.leases WHERE lease_id = $1 AND name <> $2::text)
+                  OR EXISTS (SELECT 1 FROM __schema__.events
+                              WHERE lease_id = $1 AND lock_name <> $2::text
+                                AND event_type IN ('lock_released', 'lock_expired', 'lock_force_released'))
+                THEN __schema__._bare('not_held', $2::text, NULL, 'the lease is not one of this lock')
+                ELSE __schema__.release($1) END AS r
+    OFFSET 0) s;
+
 -- name: set_correlation
 -- Before a statement of a call that names a correlation id, in the same transaction:
 -- the events it writes carry it (and a waiter row remembers it for its grant).
@@ -85,6 +98,17 @@ SELECT * FROM __schema__.release($1, false);
 -- name: extend
 SELECT r.*, floor(extract(epoch FROM r.expires_at - clock_timestamp()) * 1000)::bigint AS remaining_ms
   FROM __schema__.extend($1, $2) r;
+
+-- name: extend_of
+-- Extend, if the lease is one of lock $3 (as release_of).
+SELECT (r).*, floor(extract(epoch FROM (r).expires_at - clock_timestamp()) * 1000)::bigint AS remaining_ms
+  FROM (SELECT CASE WHEN EXISTS (SELECT 1 FROM __schema__.leases WHERE lease_id = $1 AND name <> $3::text)
+                      OR EXISTS (SELECT 1 FROM __schema__.events
+                                  WHERE lease_id = $1 AND lock_name <> $3::text
+                                    AND event_type IN ('lock_released', 'lock_expired', 'lock_force_released'))
+                    THEN __schema__._bare('not_held', $3::text, NULL, 'the lease is not one of this lock')
+                    ELSE __schema__.extend($1, $2) END AS r
+        OFFSET 0) s;
 
 -- name: granted_leases
 -- Leases announced by NOTIFY, confirmed with how long they have left.
