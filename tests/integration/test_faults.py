@@ -263,3 +263,40 @@ async def test_semaphore_waits_are_not_deadlock_edges(locks: LockClient) -> None
     with pytest.raises(LockTimeoutError):  # it waited, it was not refused as a deadlock
         await third
     b_waits.cancel()
+
+
+async def test_a_wait_that_runs_out_during_an_outage_times_out_on_time(
+    dsn: str, settings: LockSettings
+) -> None:
+    """The wait's end is kept even when the database stops answering right then: leaving
+    the queue is bounded by a 1 s grace (DATABASE_ERROR; it used to take the engine's whole
+    10 s per-statement bound of retries, or end in a breaker error later still) and
+    finishes in the background once the database is back: the queue entry is gone and the
+    waiter holds nothing."""
+    proxy = await CuttableProxy(dsn).start()
+    try:
+        async with (
+            LockClient.connect(dsn, settings=settings, cleanup=False) as holder,
+            # a breaker that stays closed: the retries themselves must respect the wait
+            LockClient.connect(
+                proxy.dsn, settings=settings, cleanup=False, breaker=CircuitBreaker(threshold=1000)
+            ) as waiter,
+        ):
+            await holder.acquire("outage-wait", "holder", ttl=30)
+            task = asyncio.create_task(waiter.acquire("outage-wait", "waiter", ttl=30, wait=1.0))
+            await asyncio.sleep(0.8)
+            started = time.monotonic()
+            proxy.cut()
+            with pytest.raises(LockDatabaseError):
+                await task
+            late = time.monotonic() - started
+            assert late < 0.2 + 1.0 + 0.6, f"the error came {late:.2f} s after the cut"
+            proxy.heal()
+            for _ in range(150):  # the background leave retries with backoff
+                info = await holder.get_lock_info("outage-wait")
+                if not info.waiters:
+                    break
+                await asyncio.sleep(0.1)
+            assert info.waiters == [] and [h.owner_id for h in info.holders] == ["holder"]
+    finally:
+        await proxy.close()

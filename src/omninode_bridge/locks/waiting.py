@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from omninode_bridge.core.logging import LogLevel, emit_log_event
 from omninode_bridge.locks.errors import (
     DeadlockDetectedError,
+    LockDatabaseError,
     LockHeldByOtherError,
     LockTimeoutError,
     LockValidationError,
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 DECIDED = (LockTimeoutError, DeadlockDetectedError, LockValidationError, LockHeldByOtherError)
 EXIT_TIMEOUT = 2.0
 QUEUE_GRACE = 2.0  # the database keeps a waiter this long past its wait (see acquire())
+GIVE_UP_GRACE = 1.0  # how late LOCK_TIMEOUT may come when the database does not answer
 
 
 async def wait_in_queue(client: LockClient, req: AcquireRequest) -> Lease:
@@ -59,6 +61,8 @@ async def wait_in_queue(client: LockClient, req: AcquireRequest) -> Lease:
         return await _wait(client, req, slot, deadline)
     except DECIDED:
         raise
+    except _LeavingLater as gone:  # the wait ran out while the database did not answer
+        raise gone.error from gone.error.__cause__
     except BaseException:  # cancelled or failed mid-wait: leave the queue explicitly
         await client.settle(_leave(client, req, deadline))
         raise
@@ -102,9 +106,36 @@ async def _nothing(_unknown: bool) -> None:
     """No undo: the caller leaves the queue itself (see :func:`_leave`)."""
 
 
+class _LeavingLater(Exception):
+    """:func:`_give_up` could not reach the database; the queue is left in the background."""
+
+    def __init__(self, error: LockDatabaseError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 async def _give_up(client: LockClient, req: AcquireRequest) -> Lease:
+    """The wait ran out: leave the queue, keeping a grant that raced the deadline. If the
+    database does not answer within GIVE_UP_GRACE (an outage, a partition), DATABASE_ERROR
+    comes now - the caller's deadline bounds the retries - not after the engine's whole
+    per-statement bound, and the queue is left in the background (a grant that raced in
+    is then released)."""
     sent = time.monotonic()
-    row = await client._call("cancel_wait", req.lease_id)
+    try:
+        # retries end at the deadline; a statement hanging on a dead link ends here too
+        row = await asyncio.wait_for(
+            client._call("cancel_wait", req.lease_id, deadline=sent + GIVE_UP_GRACE), GIVE_UP_GRACE
+        )
+    except (LockDatabaseError, TimeoutError) as err:
+        client.listener.abandon(str(req.lease_id))
+        client.spawn(_leave_later(client, req, sent + QUEUE_GRACE + req.ttl))
+        if isinstance(err, LockDatabaseError):
+            raise _LeavingLater(err) from err
+        unanswered = LockDatabaseError(
+            f"the database did not answer within {GIVE_UP_GRACE:g}s as the wait for {req.name!r} ended",
+            lock_name=req.name,
+        )
+        raise _LeavingLater(unanswered) from None
     if row["status"] == "granted":  # the grant raced the deadline: keep it
         return Lease.from_record(row, sent)
     raise _timeout(req)
