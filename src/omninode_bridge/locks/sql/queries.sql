@@ -71,13 +71,15 @@ SELECT r.*, floor(extract(epoch FROM r.expires_at - clock_timestamp()) * 1000)::
   FROM __schema__.cancel_wait($1) r;
 
 -- name: release
-SELECT * FROM __schema__.release($1);
+-- Only what the caller reads (the outcome): the lease's other 10 columns cost the
+-- client their decoding on every release.
+SELECT status, lock_name, detail FROM __schema__.release($1);
 
 -- name: release_of
 -- Release, if the lease is one of lock $2 (the HTTP route names the lock): a lease of
 -- another lock, live or ended, is refused and left alone. CASE evaluates only the branch
 -- it takes; OFFSET 0 keeps the subquery whole, so release() runs once, not per column.
-SELECT (r).* FROM (
+SELECT (r).status, (r).lock_name, (r).detail FROM (
     SELECT CASE WHEN EXISTS (SELECT 1 FROM __schema__.leases WHERE lease_id = $1 AND name <> $2::text)
                   OR EXISTS (SELECT 1 FROM __schema__.events
                               WHERE lease_id = $1 AND lock_name <> $2::text
@@ -93,7 +95,7 @@ SELECT set_config('omninode.correlation_id', $1::text, true);
 
 -- name: release_in_txn
 -- Release inside the caller's own transaction: never changes its durability.
-SELECT * FROM __schema__.release($1, false);
+SELECT status, lock_name, detail FROM __schema__.release($1, false);
 
 -- name: extend
 SELECT r.*, floor(extract(epoch FROM r.expires_at - clock_timestamp()) * 1000)::bigint AS remaining_ms
