@@ -251,7 +251,11 @@ class Harness:
         conn = await asyncpg.connect(self.dsn)
         try:
             view = DbView(permits=dict(PERMITS))
-            view.crashes = [float(f["t0"]) for f in self.fault_log if f["kind"] == "pg_restart_immediate"]  # type: ignore[arg-type]
+            view.crashes = [
+                (float(f["t0"]), float(f["t1"]))  # type: ignore[arg-type]
+                for f in self.fault_log
+                if f["kind"] == "pg_restart_immediate"
+            ]
             for r in await conn.fetch("SELECT * FROM chaos.lease_log ORDER BY id"):
                 lid = str(r["lease_id"])
                 lease = view.leases.get(lid)

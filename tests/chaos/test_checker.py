@@ -211,19 +211,22 @@ def lazy_release_lost(crash_after: float, *, ran_out: bool = True) -> tuple[list
     db.kafka = [e["event_id"] for e in db.events]
     db.leases[A].expires_at = T0 + 1.4  # a TTL that ran out before B's grant
     db.leases[A].ended_at = None if ran_out else T0 + 1.0
-    db.crashes = [5.0 + crash_after]
+    db.crashes = [(5.0 + crash_after, 5.0 + crash_after + 0.5)]  # the stop takes a moment
     return history, db
 
 
-def test_a_release_taken_back_by_a_crash_just_after_it_is_allowed_and_counted() -> None:
+@pytest.mark.parametrize("crash_after", [0.3, -0.03])
+def test_a_release_taken_back_by_a_crash_just_after_it_is_allowed_and_counted(crash_after: float) -> None:
+    """-0.03: the restart began 30 ms before the acknowledgement (seen in a full run: the
+    kill lands a moment after the stop starts, so the release committed just before it)."""
     from chaos.checker import lost_lazy_releases
 
-    history, db = lazy_release_lost(0.3)
+    history, db = lazy_release_lost(crash_after)
     assert fired(history, db) == {}
     assert lost_lazy_releases(history, db) == {A}
 
 
-@pytest.mark.parametrize(("crash_after", "ran_out"), [(3.0, True), (-0.5, True), (0.3, False)])
+@pytest.mark.parametrize(("crash_after", "ran_out"), [(3.0, True), (-0.6, True), (0.3, False)])
 def test_a_missing_release_event_without_a_crash_right_after_is_a_violation(
     crash_after: float, ran_out: bool
 ) -> None:
