@@ -4,11 +4,12 @@ One round (:meth:`Relay.relay_once`) runs in one transaction. One statement lock
 oldest unrelayed events no other relay holds (``FOR UPDATE SKIP LOCKED``), sets
 ``relayed_at`` on those whose lock has no older event held by another relay and returns
 them as ready Kafka messages (the JSON is built in SQL); the relay publishes them, waits
-for the broker's acknowledgements, and only then commits. Before it publishes, a durable
-write on another connection flushes the write-ahead log past every claimed event: the
-engine commits some changes lazily (a release that handed nothing on), and an event is
-visible before its commit is on disk, so without that flush a database crash could undo
-an event the broker already has (an invented event). A failed publish rolls the
+for the broker's acknowledgements, and only then commits. The engine commits some changes
+lazily (a release that handed nothing on), and an event is visible before its commit is
+on disk: a crash could undo an event the broker already has (an invented event). So the
+claim also says whether the write-ahead log is already flushed past its snapshot (under
+load every durable grant flushes it); if not, a durable write on another connection
+flushes it before the publish. A failed publish rolls the
 marks back; a relay that dies mid-round never commits: its rows unlock and the next
 round (its own after a restart, or another relay's) sends them again with the same
 ``event_id`` - at least once. Live relays never claim the same row, so in normal
@@ -130,6 +131,7 @@ class Relay:
         self._conn: PoolConnectionProxy[asyncpg.Record] | None = None  # held while busy
         self.relayed_total = 0
         self.rounds = 0
+        self.barriers = 0  # rounds that had to flush the log themselves
 
     # -- status ---------------------------------------------------------------------
 
@@ -176,7 +178,8 @@ class Relay:
                     ready = rows
                     if any(r["derive_id"] for r in rows):
                         ready = [_Legacy.of(r, self._stream_id) if r["derive_id"] else r for r in rows]
-                    await self.durable_barrier()
+                    if not any(r["durable"] for r in rows):  # else already on disk
+                        await self.durable_barrier()
                     await self.sink.publish(ready)
         except BrokerError:
             await self.release_connection()  # rolled back cleanly: the connection is fine
@@ -194,7 +197,10 @@ class Relay:
         """Make every event this round claimed durable before the broker sees it: one
         durable write (always a new row version, so a commit record is flushed) on another
         pool connection, begun after the claim, so the flush covers the commit of every
-        event the claim saw. With a synchronous standby it waits for the standby too."""
+        event the claim saw. With a synchronous standby it waits for the standby too.
+        Skipped when the claim found the log already flushed past its snapshot (under load
+        every durable grant flushes it), so it costs only rounds of lazy commits."""
+        self.barriers += 1
         await self.pool.execute(
             self._q["relay_barrier"], self.relay_id, self.sink.describe(), self.relayed_total
         )

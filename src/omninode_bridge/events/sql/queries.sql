@@ -19,9 +19,15 @@
 -- what was claimed (blocked rows too) and is the only row when nothing was marked.
 -- synchronous_commit off for this transaction: a mark lost in a database crash only
 -- means the event is sent again (same event_id).
-WITH claimed AS MATERIALIZED (
+WITH seen AS MATERIALIZED (
+    -- the log's end after this statement's snapshot, read before the statement writes
+    -- anything (claimed's one-time filter, before its first row lock): every event it can
+    -- claim committed below it. "durable" below: the log is flushed past that, so a crash
+    -- cannot take these events back and the relay needs no barrier (relay.py)
+    SELECT pg_current_wal_insert_lsn() AS lsn
+), claimed AS MATERIALIZED (
     SELECT id, lock_name FROM __schema__.events
-     WHERE relayed_at IS NULL
+     WHERE relayed_at IS NULL AND (SELECT lsn FROM seen) IS NOT NULL
      ORDER BY id
      LIMIT $1
        FOR UPDATE SKIP LOCKED
@@ -52,7 +58,8 @@ WITH claimed AS MATERIALIZED (
                   ',"token":', coalesce(e.token::text, 'null'),
                   '}'), 'UTF8') AS value
 )
-SELECT (SELECT count(*) FROM claimed)::integer AS claimed, m.*
+SELECT (SELECT count(*) FROM claimed)::integer AS claimed,
+       pg_current_wal_flush_lsn() >= (SELECT lsn FROM seen) AS durable, m.*
   FROM (VALUES (1)) one (x) LEFT JOIN marked m ON true
  ORDER BY m.id;
 
