@@ -9,7 +9,11 @@ Python process. While N coroutines run try-lock pairs (our client) or durable up
   has answered and waits for the next statement (the client process is the bottleneck);
 * ``on CPU`` - active, no wait event;
 * ``WAL flush`` - waiting to write or fsync the write-ahead log (durable commits);
-* ``row/buffer locks`` and ``other``.
+* ``row/buffer locks`` and ``other``;
+
+and how busy the client process and the whole machine's CPUs were meanwhile: backends
+"waiting for the client" while every CPU is busy mean the client process is waiting for
+a CPU, not that the server has room to spare.
 
 Each system runs in the same process, one after the other, interleaved over rounds.
 Writes ``bench/results/waits.json`` and prints the averages as a table.
@@ -46,6 +50,13 @@ SAMPLE = (
 STATES = ("waiting for the client", "on CPU", "WAL flush", "row/buffer locks", "other")
 
 
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs so far (Linux /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def classify(state: str | None, wait_type: str | None, wait_event: str | None) -> str:
     """One backend's sample as one of :data:`STATES`."""
     if state in ("idle", "idle in transaction") or (wait_type == "Client" and wait_event == "ClientRead"):
@@ -80,13 +91,16 @@ async def sampled(
             samples[0] += 1
             await asyncio.sleep(0.01)
 
-    started = time.monotonic()
+    started, cpu0, (busy0, total0) = time.monotonic(), time.process_time(), _cpu_ticks()
     try:
         await asyncio.gather(*(loop(i) for i in range(clients)), sample())
     finally:
         await monitor.close()
+    wall, (busy1, total1) = time.monotonic() - started, _cpu_ticks()
     out = {state: counts[state] / max(samples[0], 1) for state in STATES}
-    out["ops_s"] = done[0] / (time.monotonic() - started)
+    out["ops_s"] = done[0] / wall
+    out["client_cores"] = (time.process_time() - cpu0) / wall  # this process (the clients)
+    out["machine_busy_pct"] = 100.0 * (busy1 - busy0) / max(total1 - total0, 1)
     return out
 
 
@@ -132,8 +146,13 @@ def report(console: Console, result: dict[str, Any]) -> None:
     table.add_column("ops/s", justify="right")
     for state in STATES:
         table.add_column(state, justify="right")
+    table.add_column("client process, cores", justify="right")
+    table.add_column("all CPUs busy %", justify="right")
     for name, row in result["systems"].items():
-        table.add_row(name, f"{row['ops_s']:,.0f}", *(f"{row[s]:.1f}" for s in STATES))
+        table.add_row(
+            name, f"{row['ops_s']:,.0f}", *(f"{row[s]:.1f}" for s in STATES), f"{row['client_cores']:.2f}",
+            f"{row['machine_busy_pct']:.0f}",
+        )  # fmt: skip
     console.print(table)
 
 
@@ -147,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     dsn = args.dsn or start_embedded(ROOT / ".omninode" / "bench-pgdata")
     result = asyncio.run(run(dsn, args.clients, args.seconds, args.rounds))
-    report(Console(), result)
+    report(Console(width=160), result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
