@@ -40,13 +40,12 @@ from omninode_bridge.locks.models import (
     Lease,
     LockMode,
     check_correlation,
-    check_metadata,
     check_mode,
     check_name,
     check_permits,
     check_ttl,
     check_wait,
-    encode_metadata,
+    metadata_json,
 )
 from omninode_bridge.locks.pool import open_pool
 from omninode_bridge.locks.queries import channel_for
@@ -309,7 +308,7 @@ class LockClient(LockStore):
             wait=check_wait(options.get("wait", 0.0)),
             permits=check_permits(options.get("permits")),
             reentrant=bool(options.get("reentrant", False)),
-            metadata_json=encode_metadata(check_metadata(options.get("metadata"))),
+            metadata_json=metadata_json(options.get("metadata")),
             lease_id=uuid.uuid4() if lease_id is None else parse_lease_id(lease_id),
             own_id=lease_id is not None,
             correlation_id=check_correlation(options.get("correlation_id")),
@@ -426,8 +425,9 @@ class LockClient(LockStore):
         # asyncio.shield(task) would do, but costs the caller a loop iteration (the task's
         # done callbacks run first, then the outer future's): the task hands its outcome
         # to ``answer`` itself, and its own failure is retrieved by ``_finished``
-        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        task = asyncio.ensure_future(_deliver(call, answer))
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Any] = loop.create_future()
+        task = loop.create_task(_deliver(call, answer))
         self._inflight.add(task)
         task.add_done_callback(self._finished)
         try:
