@@ -40,13 +40,12 @@ from omninode_bridge.locks.models import (
     Lease,
     LockMode,
     check_correlation,
-    check_metadata,
     check_mode,
     check_name,
     check_permits,
     check_ttl,
     check_wait,
-    encode_metadata,
+    metadata_json,
 )
 from omninode_bridge.locks.pool import open_pool
 from omninode_bridge.locks.queries import channel_for
@@ -97,6 +96,24 @@ def _outcome_unknown(err: BaseException) -> bool:
 def _consume(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()
+
+
+async def _deliver(call: Awaitable[Any], answer: asyncio.Future[Any]) -> Any:
+    """Await ``call`` in its own task and hand the outcome to ``answer`` from inside that
+    task (unless the caller stopped waiting), as ``asyncio.shield`` would: a stopped
+    statement cancels ``answer``."""
+    try:
+        result = await call
+    except asyncio.CancelledError:
+        answer.cancel()
+        raise
+    except BaseException as err:
+        if not answer.done():
+            answer.set_exception(err)
+        raise
+    if not answer.done():
+        answer.set_result(result)
+    return result
 
 
 class LockClient(LockStore):
@@ -291,7 +308,7 @@ class LockClient(LockStore):
             wait=check_wait(options.get("wait", 0.0)),
             permits=check_permits(options.get("permits")),
             reentrant=bool(options.get("reentrant", False)),
-            metadata_json=encode_metadata(check_metadata(options.get("metadata"))),
+            metadata_json=metadata_json(options.get("metadata")),
             lease_id=uuid.uuid4() if lease_id is None else parse_lease_id(lease_id),
             own_id=lease_id is not None,
             correlation_id=check_correlation(options.get("correlation_id")),
@@ -409,17 +426,25 @@ class LockClient(LockStore):
         if the caller is cancelled, that task is allowed to finish, ``undo`` runs after
         it (shielded), and only then is the cancellation passed on.
         """
-        task = asyncio.ensure_future(call)
+        # asyncio.shield(task) would do, but costs the caller a loop iteration (the task's
+        # done callbacks run first, then the outer future's): the task hands its outcome
+        # to ``answer`` itself, and its own failure is retrieved by ``_finished``
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Any] = loop.create_future()
+        task = loop.create_task(_deliver(call, answer))
         self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+        task.add_done_callback(self._finished)
         try:
-            return await asyncio.shield(task)
+            return await answer
         except asyncio.CancelledError:
-            # whatever happens next (the undo may be cancelled too, the client closing),
-            # the statement's own failure is consumed, never "never retrieved"
-            task.add_done_callback(_consume)
             await self.settle(self._undo_after(task, undo))
             raise
+
+    def _finished(self, task: asyncio.Future[Any]) -> None:
+        """A settled() statement ended: no longer in flight, and its failure (which the
+        caller got through ``answer``, or the undo looks at) is never "never retrieved"."""
+        self._inflight.discard(task)
+        _consume(task)
 
     @staticmethod
     async def _undo_after(task: asyncio.Future[Any], undo: Callable[[bool], Awaitable[None]]) -> None:

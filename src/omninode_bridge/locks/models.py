@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
 from omninode_bridge.locks.errors import LockValidationError
 
@@ -22,6 +22,9 @@ class LockMode(str, Enum):
 
     EXCLUSIVE = "exclusive"
     SHARED = "shared"
+
+
+_MODES = {mode.value: mode for mode in LockMode}  # a dict lookup is ~10x cheaper than LockMode(x)
 
 
 @dataclass(slots=True)
@@ -58,13 +61,14 @@ class Lease:
         metadata = rec["metadata"]
         if isinstance(metadata, str):
             metadata = json.loads(metadata)
-        remaining = rec["remaining_ms"] if "remaining_ms" in rec.keys() else None  # noqa: SIM118
+        remaining = rec.get("remaining_ms")  # absent from some rows: as if None
         start = time.monotonic() if sent_at is None else sent_at
         ttl = rec["ttl_ms"] / 1000.0
+        mode = rec["mode"]
         return cls(
             lock_name=rec["lock_name"],
             owner_id=rec["owner_id"],
-            mode=LockMode(rec["mode"]),
+            mode=_MODES.get(mode) or LockMode(mode),
             lease_id=str(rec["lease_id"]),
             token=int(rec["token"]),
             acquired_at=_as_datetime(rec["acquired_at"]),
@@ -157,7 +161,7 @@ def check_name(name: Any, what: str = "lock name", longest: int = MAX_NAME) -> s
         raise LockValidationError(f"{what} must be 1-{longest} characters, got {len(name)}", field=what)
     if "\x00" in name:
         raise LockValidationError(f"{what} must not contain NUL", field=what)
-    if not _encodable(name):
+    if not name.isascii() and not _encodable(name):  # ASCII has no surrogates: skip encoding
         raise LockValidationError(f"{what} must be valid Unicode (it has a lone surrogate)", field=what)
     return name
 
@@ -206,6 +210,15 @@ def check_metadata(metadata: Any) -> dict[str, Any]:
     no NaN or Infinity, no NUL character and no lone surrogate in any string."""
     if metadata is None:
         return {}
+    metadata_json(metadata)  # raises unless it is a JSON object within the limits
+    return cast(dict[str, Any], metadata)
+
+
+def metadata_json(metadata: Any) -> str:
+    """``metadata`` checked as :func:`check_metadata` does, as the JSON text sent to the
+    database (encoded once: the check's own encoding is the one sent)."""
+    if metadata is None:
+        return EMPTY_METADATA_JSON
     if not isinstance(metadata, dict):
         raise LockValidationError("metadata must be a JSON object", field="metadata")
     try:
@@ -214,14 +227,15 @@ def check_metadata(metadata: Any) -> dict[str, Any]:
         raise LockValidationError(f"metadata is not valid JSON: {err}", field="metadata") from err
     if _has_nul(metadata):
         raise LockValidationError("metadata must not contain NUL characters", field="metadata")
-    if not _encodable(text):
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError:
         raise LockValidationError(
             "metadata must be valid Unicode (it has a lone surrogate)", field="metadata"
-        )
-    size = len(text.encode())
+        ) from None
     if size > MAX_METADATA_BYTES:
         raise LockValidationError(f"metadata is {size} bytes; the limit is 4096", field="metadata")
-    return metadata
+    return text
 
 
 def _has_nul(value: Any) -> bool:
@@ -239,7 +253,12 @@ def encode_metadata(metadata: dict[str, Any]) -> str:
     return json.dumps(metadata, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+EMPTY_METADATA_JSON = encode_metadata({})
+
+
 def check_mode(mode: Any) -> LockMode:
+    if type(mode) is LockMode:  # the default, and what typed callers pass
+        return mode
     try:
         return LockMode(mode)
     except ValueError as err:

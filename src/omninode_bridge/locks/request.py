@@ -45,6 +45,8 @@ ACQUIRE_OPTIONS = frozenset(AcquireOptions.__annotations__)
 def check_options(options: Mapping[str, Any], where: str = "acquire") -> None:
     """Unknown keyword options are a programming error: raise ``TypeError`` naming them
     (redis-py's ``timeout``/``blocking_timeout`` would otherwise be silently ignored)."""
+    if options.keys() <= ACQUIRE_OPTIONS:
+        return
     unknown = sorted(set(options) - ACQUIRE_OPTIONS)
     if unknown:
         names = ", ".join(repr(u) for u in unknown)

@@ -62,7 +62,7 @@ class CircuitBreaker:
 
     def before_call(self) -> None:
         """Raise ``DATABASE_ERROR`` at once while the breaker is open."""
-        if self.state == "open":
+        if self.opened_at is not None and self.state == "open":  # closed: skip the property
             raise LockDatabaseError(
                 "database unavailable (circuit breaker open after repeated failures)",
                 retry_after_s=round(self.reset_after - (self.clock() - (self.opened_at or 0.0)), 3),

@@ -84,7 +84,7 @@ class LockStore:
         limit = deadline or time.monotonic() + OPERATION_TIMEOUT
 
         async def once() -> Any:
-            conn = await self._connection(limit)
+            conn = self._lane.pop() if self._lane else await self._connection(limit)
             try:
                 if correlation_id is None:  # the hot path: one statement, its own transaction
                     return await getattr(conn, fetch)(query, *args)
@@ -96,7 +96,8 @@ class LockStore:
                     conn.terminate()
                 raise
             finally:
-                await self._give_back(conn)
+                if not self._keep(conn):
+                    await self.pool.release(conn)
 
         started = time.perf_counter()
         try:
@@ -122,10 +123,16 @@ class LockStore:
                 f"no database connection free within the deadline (pool of {pool.get_max_size()})"
             ) from err
 
-    async def _give_back(self, conn: Any) -> None:
+    def _keep(self, conn: Any) -> bool:
+        """Keep ``conn`` in the lane if it is open and the lane has room (no await, so the
+        hot path does not build a coroutine to find that out)."""
         if self._lane_open and len(self._lane) < self._lane_max and not conn.is_closed():
             self._lane.append(conn)
-        else:
+            return True
+        return False
+
+    async def _give_back(self, conn: Any) -> None:
+        if not self._keep(conn):
             await self.pool.release(conn)
 
     @contextlib.asynccontextmanager
