@@ -30,10 +30,17 @@ async def db_remaining(conn: asyncpg.Connection, lease: Lease) -> float:
 
 
 async def assert_deadline_errs_early(conn: asyncpg.Connection, lease: Lease) -> None:
-    """The client's estimate, read after the database's answer, is never the larger."""
-    real = await db_remaining(conn, lease)
+    """The client's estimate, read after the database's answer, is never the larger. A
+    lease row already gone (it expired and another acquire reaped it) honours nothing:
+    the client must not believe it has time left either (read after the row was found
+    gone, its estimate has run out too if it errs early). Counting a gone row as -1 s
+    failed a lease that expired and was reaped a few ms before the check."""
+    real = await conn.fetchval(DB_REMAINING, lease.lease_id)
     local = lease.remaining()
-    assert local <= real, f"client claims {local:.3f}s, the database honours {real:.3f}s"
+    if real is None:
+        assert local <= 0, f"client claims {local:.3f}s for a lease the database no longer has"
+    else:
+        assert local <= real, f"client claims {local:.3f}s, the database honours {real:.3f}s"
 
 
 # -- 1. extend racing expiry ------------------------------------------------------
