@@ -256,6 +256,11 @@ def encode_metadata(metadata: dict[str, Any]) -> str:
 EMPTY_METADATA_JSON = encode_metadata({})
 
 
+def decode_metadata(text: str) -> dict[str, Any]:
+    """The metadata of :func:`metadata_json`'s text, as a fresh dict."""
+    return {} if text == EMPTY_METADATA_JSON else cast(dict[str, Any], json.loads(text))
+
+
 def check_mode(mode: Any) -> LockMode:
     if type(mode) is LockMode:  # the default, and what typed callers pass
         return mode

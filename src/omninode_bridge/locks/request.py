@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-from omninode_bridge.locks.models import LockMode
+from omninode_bridge.locks.models import Lease, LockMode, decode_metadata
 
 
 @dataclass
@@ -74,6 +74,23 @@ class AcquireRequest:
     @property
     def ttl_ms(self) -> int:
         return int(self.ttl * 1000)
+
+    def granted(self, row: Any, sent_at: float) -> Lease:
+        """The lease ``acquire_fast`` granted: its row carries only what the database
+        decided (token, times, ``remaining_ms``); the rest is this request."""
+        remaining_ms = row["remaining_ms"]
+        return Lease(
+            lock_name=self.name,
+            owner_id=self.owner_id,
+            mode=self.mode,
+            lease_id=str(self.lease_id),
+            token=int(row["token"]),
+            acquired_at=row["acquired_at"],
+            expires_at=row["expires_at"],
+            ttl=self.ttl_ms / 1000.0,
+            metadata=decode_metadata(self.metadata_json),
+            local_deadline=sent_at + (self.ttl if remaining_ms is None else remaining_ms / 1000.0),
+        )
 
     def fast_args(self) -> tuple[Any, ...]:
         """Arguments of ``acquire_fast`` (the one-statement uncontended path)."""

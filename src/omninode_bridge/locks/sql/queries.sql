@@ -44,8 +44,9 @@ WITH k AS (
            jsonb_build_object('mode', mode, 'ttl_ms', ttl_ms, 'waited', false)
       FROM l
 )
-SELECT 'granted' AS status, name AS lock_name, lease_id, owner_id, mode, token, hold_count,
-       ttl_ms, acquired_at, expires_at, metadata, NULL::integer AS retry_ms, NULL::text AS detail,
+-- Only what the database decided (the token and the times); name, ids, mode, TTL and
+-- metadata are the request's own, so the client does not decode them back.
+SELECT token, acquired_at, expires_at,
        floor(extract(epoch FROM expires_at - clock_timestamp()) * 1000)::bigint AS remaining_ms
   FROM l;
 
