@@ -121,8 +121,9 @@ async def relay_until_stopped(
             if running or not _unreachable(err):
                 raise
             if not backoff:
+                # the engine's connect errors name the target with the password scrubbed
                 emit_log_event(LogLevel.WARNING, "event relay cannot reach the database yet; retrying",
-                               {"error": type(err).__name__})  # fmt: skip
+                               {"error": type(err).__name__, "detail": str(err)[:500]})  # fmt: skip
             backoff = min(MAX_BACKOFF, backoff * 2 if backoff else 0.1)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), backoff)

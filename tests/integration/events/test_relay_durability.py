@@ -172,3 +172,19 @@ async def test_a_relay_with_an_unknown_user_still_fails_at_once(dsn: str, settin
     bad = settings.replace(dsn=dsn.replace("://", "://nobody_here@", 1).replace("postgres@", "", 1))
     with pytest.raises(LockError):
         await asyncio.wait_for(relay_until_stopped(bad, asyncio.Event(), ListSink), 20)
+
+
+async def test_the_outage_warning_names_the_target_without_its_password(
+    settings: LockSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    from omninode_bridge.events.runner import relay_until_stopped
+
+    stop = asyncio.Event()
+    bad = settings.replace(dsn="postgresql://bob:Sekr1tPW@127.0.0.1:1/locks", connect_timeout=1.0)
+    task = asyncio.create_task(relay_until_stopped(bad, stop, ListSink))
+    await asyncio.sleep(0.5)
+    stop.set()
+    assert await asyncio.wait_for(task, 10) == 0
+    warnings = [r.getMessage() for r in caplog.records if "cannot reach the database" in r.getMessage()]
+    assert len(warnings) == 1, "one warning per outage, not one per attempt"
+    assert "127.0.0.1:1" in warnings[0] and "Sekr1tPW" not in caplog.text
