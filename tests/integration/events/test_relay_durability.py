@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -169,7 +170,10 @@ async def test_a_relay_with_an_unknown_user_still_fails_at_once(dsn: str, settin
     from omninode_bridge.events.runner import relay_until_stopped
     from omninode_bridge.locks.errors import LockError
 
-    bad = settings.replace(dsn=dsn.replace("://", "://nobody_here@", 1).replace("postgres@", "", 1))
+    parts = urlsplit(dsn)  # the same server and database as another user (any DSN form)
+    bad = settings.replace(
+        dsn=urlunsplit(parts._replace(netloc="nobody_here@" + parts.netloc.rsplit("@", 1)[-1]))
+    )
     with pytest.raises(LockError):
         await asyncio.wait_for(relay_until_stopped(bad, asyncio.Event(), ListSink), 20)
 
