@@ -131,7 +131,6 @@ class Relay:
         self._conn: PoolConnectionProxy[asyncpg.Record] | None = None  # held while busy
         self.relayed_total = 0
         self.rounds = 0
-        self.barriers = 0  # rounds that had to flush the log themselves
 
     # -- status ---------------------------------------------------------------------
 
@@ -200,7 +199,6 @@ class Relay:
         event the claim saw. With a synchronous standby it waits for the standby too.
         Skipped when the claim found the log already flushed past its snapshot (under load
         every durable grant flushes it), so it costs only rounds of lazy commits."""
-        self.barriers += 1
         await self.pool.execute(
             self._q["relay_barrier"], self.relay_id, self.sink.describe(), self.relayed_total
         )

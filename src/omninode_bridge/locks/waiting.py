@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 DECIDED = (LockTimeoutError, DeadlockDetectedError, LockValidationError, LockHeldByOtherError)
 EXIT_TIMEOUT = 2.0
 QUEUE_GRACE = 2.0  # the database keeps a waiter this long past its wait (see acquire())
-GIVE_UP_GRACE = 1.0  # how late LOCK_TIMEOUT may come when the database does not answer
+GIVE_UP_GRACE = 1.0  # how far past its wait a call may end when the database does not answer
 
 
 async def wait_in_queue(client: LockClient, req: AcquireRequest) -> Lease:
