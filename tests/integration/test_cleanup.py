@@ -5,6 +5,7 @@ fixture checks them after every test)."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 
 import asyncpg
@@ -75,3 +76,39 @@ async def test_a_lock_row_in_use_is_skipped_not_waited_for(
     finally:
         await holder.close()
     assert await locks.cleanup_expired() == 1  # bulk:busy, once its row is free
+
+
+async def test_bulk_cleanup_counts_rows_that_others_update_meanwhile(
+    locks: LockClient, admin_conn: asyncpg.Connection
+) -> None:
+    """Migration 0006 finds each locked row again by the ctid its row lock returned. A row
+    another transaction updated and committed after the statement's snapshot is locked in
+    its newest version (EvalPlanQual); the counters must still land on that version. Here
+    other clients churn permits of the same names while the bulk statement runs, round
+    after round; the ``locks`` fixture then checks every counter against the rows."""
+    names = [f"bulk:churn:{i}" for i in range(1500)]
+    stop = asyncio.Event()
+
+    async def churn(seed: int) -> int:
+        done, rng = 0, random.Random(seed)
+        while not stop.is_set():
+            lease = await locks.acquire(rng.choice(names), ttl=60, permits=3, blocking=False)
+            if lease is not None:
+                await locks.release(lease)
+                done += 1
+        return done
+
+    reaped = 0
+    for round_ in range(4):
+        for name in names:
+            await locks.acquire(name, ttl=60, permits=3, owner_id=f"old-{round_}")
+        await admin_conn.execute(EXPIRE, "bulk:churn:%")
+        stop.clear()
+        churners = [asyncio.create_task(churn(round_ * 10 + i)) for i in range(4)]
+        await asyncio.sleep(0.05)
+        while (got := await locks.cleanup_expired()) > 0:
+            reaped += got
+        stop.set()
+        assert sum(await asyncio.gather(*churners)) > 0
+    assert reaped == 4 * len(names)
+    assert await admin_conn.fetchval("SELECT count(*) FROM omninode_locks.leases") == 0
