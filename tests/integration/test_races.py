@@ -9,6 +9,7 @@ import contextlib
 import random
 import threading
 import time
+import uuid
 
 import asyncpg
 import psycopg
@@ -223,6 +224,31 @@ async def test_callers_transaction_keeps_its_durability_and_no_row_lock_lingers(
     finally:
         await conn.close()
     assert await admin_conn.fetchval(LIVE, "tx-lock") == 0
+
+
+async def test_a_refused_fast_attempt_commits_lazily_and_a_grant_durably(
+    locks: LockClient, admin_conn: asyncpg.Connection
+) -> None:
+    """The one-statement fast path at a busy lock takes the lock row (ON CONFLICT locks
+    the row before it tests its WHERE) and grants nothing: its commit must not wait for a
+    WAL flush. A grant always commits durably. Each statement runs in a transaction here,
+    rolled back, so the setting it leaves for its commit can be read."""
+    held = await locks.acquire("fast-lazy", "H", ttl=30)
+    conn = await asyncpg.connect(locks._dsn)
+    try:
+        for name, granted in (("fast-lazy", False), ("fast-free", True)):
+            tx = conn.transaction()
+            await tx.start()
+            row = await conn.fetchrow(
+                locks.queries["acquire_fast"], name, uuid.uuid4(), "A", "exclusive", 30_000, None, "{}", False
+            )
+            assert (row["token"] is not None) is granted
+            assert await conn.fetchval("SHOW synchronous_commit") == ("on" if granted else "off")
+            await tx.rollback()
+    finally:
+        await conn.close()
+    await locks.release(held)
+    assert await admin_conn.fetchval(LIVE, "fast-free") == 0
 
 
 # -- 4. cancellation on the fast path ------------------------------------------------

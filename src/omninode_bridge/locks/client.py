@@ -416,7 +416,7 @@ class LockClient(LockStore):
             )
         except asyncpg.UniqueViolationError:  # a retry racing its own first attempt
             return None
-        return None if row is None else req.granted(row, sent)
+        return None if row is None or row["token"] is None else req.granted(row, sent)
 
     async def settled(self, call: Awaitable[Any], undo: Callable[[bool], Awaitable[None]]) -> Any:
         """Await a statement so that cancelling the caller cannot leave its effect behind.

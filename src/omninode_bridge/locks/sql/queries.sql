@@ -4,7 +4,7 @@
 -- name: acquire_fast
 -- The uncontended acquire in one statement: take the lock row and, if its counters
 -- say the lock has room and nobody queues, draw a token, insert the lease and its
--- event. No row back means "not this way": the client then calls acquire().
+-- event. No token back means "not this way": the client then calls acquire().
 -- Counters include expired-but-unreaped leases, so a doubt always falls back.
 -- Lease times are clock_timestamp(): taken once the row lock is held.
 -- $1 name, $2 lease_id, $3 owner, $4 mode, $5 ttl_ms, $6 permits or NULL, $7 metadata (JSON text),
@@ -45,10 +45,17 @@ WITH k AS (
       FROM l
 )
 -- Only what the database decided (the token and the times); name, ids, mode, TTL and
--- metadata are the request's own, so the client does not decode them back.
-SELECT token, acquired_at, expires_at,
-       floor(extract(epoch FROM expires_at - clock_timestamp()) * 1000)::bigint AS remaining_ms
-  FROM l;
+-- metadata are the request's own, so the client does not decode them back. One row
+-- always: token NULL when nothing was granted. Such an attempt may still have taken the
+-- lock row (ON CONFLICT locks the row before it tests its WHERE), and a transaction that
+-- locked a row commits durably by default: a WAL flush for nothing, on every attempt at
+-- a busy lock (measured: 453 us against 195 us). So it commits lazily; z runs first,
+-- whether or not l has a row.
+SELECT l.token, l.acquired_at, l.expires_at,
+       floor(extract(epoch FROM l.expires_at - clock_timestamp()) * 1000)::bigint AS remaining_ms
+  FROM (SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM l)
+                    THEN set_config('synchronous_commit', 'off', true) END AS lazy) z
+  LEFT JOIN l ON true;
 
 -- Every statement below that returns a lease adds remaining_ms: how long it has left
 -- by the database clock as the statement ends. The client counts it from before it
