@@ -91,8 +91,11 @@ async def contended(dsn: str, schema: str, clients: int, hold: float, seconds: f
     return {"grants_s": grants[0] / (time.perf_counter() - began), "parts": [total, rtt, after]}
 
 
-async def floors(dsn: str, n: int) -> tuple[list[float], list[float]]:
-    """``n`` durable upserts and ``n`` NOTIFY deliveries, one at a time."""
+async def floors(dsn: str, n: int, idle: float) -> tuple[list[float], list[float]]:
+    """``n`` durable upserts and ``n`` NOTIFY deliveries, one at a time, each after
+    ``idle`` seconds of sleep as a release comes after a hold (an idle machine wakes
+    slower: on this VM, 5 ms of sleep made a hand-off's release 0.5 ms slower than in a
+    tight loop)."""
     upserts: list[float] = []
     notifies: list[float] = []
     conn, listener = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
@@ -101,9 +104,11 @@ async def floors(dsn: str, n: int) -> tuple[list[float], list[float]]:
     tag = f"{time.time_ns():x}"
     try:
         for i in range(n):
+            await asyncio.sleep(idle)
             t0 = time.perf_counter()
             await conn.fetchrow(FLOOR_SQL, f"handoff:{tag}:{i}", "bench")
             upserts.append(time.perf_counter() - t0)
+            await asyncio.sleep(idle)
             t0 = time.perf_counter()
             await conn.execute("SELECT pg_notify('bench_handoff', '')")
             notifies.append(await asyncio.wait_for(arrived.get(), 5) - t0)
@@ -143,7 +148,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         rates.append(got["grants_s"])
         for k, values in enumerate(got["parts"]):
             samples[k].extend(values)
-        upserts, notifies = await floors(dsn, 300)
+        upserts, notifies = await floors(dsn, 300, args.hold_ms / 1000)
         samples[3].extend(upserts)
         samples[4].extend(notifies)
     await asyncio.sleep(1.0)  # backends publish their function statistics as they exit
