@@ -13,6 +13,10 @@ draws an outbox id only in a transaction that already has an xid (its first stat
 writes the lock row), and the missing id was drawn before the newest one seen
 committed, so whoever holds it has committed or rolled back by then. Gaps that stay
 (rollbacks, pruned history) are final.
+
+Only what a crash cannot take back is served: a release that hands nothing on commits
+lazily, visible before its commit is on disk. A page read before the write-ahead log was
+flushed past it is answered after one durable write (migration 0008).
 """
 
 from __future__ import annotations
@@ -81,6 +85,8 @@ class EventFeed:
             if not await self._barrier(gap_wait):
                 return []
             final = await self.pool.fetch(self._q["feed_range"], after, found[-1]["id"], limit, lock_name)
+        if final and not all(r["flushed"] for r in final):  # a lazy commit not yet on disk
+            await self.pool.execute(self._q["feed_barrier"])
         stream = await self.stream_id()
         return [envelope_from_row(r, stream) for r in final]
 

@@ -86,6 +86,30 @@ async def test_a_page_never_skips_an_id_still_in_flight(
     await feed.wakeup.close()  # type: ignore[union-attr]
 
 
+async def test_a_page_is_served_only_once_the_log_is_flushed_past_it(
+    dsn: str, settings: LockSettings, pool: asyncpg.Pool
+) -> None:
+    """A release that hands nothing on commits lazily: visible at once, on disk later.
+    When the feed answers with it, the write-ahead log must be flushed past its commit,
+    or a crash right after could take back an event a follower already saw."""
+    feed = EventFeed(pool, SCHEMA)
+    probe = await asyncpg.connect(dsn)
+    try:
+        async with LockClient.connect(dsn, settings=settings, cleanup=False) as locks:
+            for i in range(8):
+                lease = await locks.acquire(f"flushed:{i}", ttl=30, wait=0)
+                after = await feed.last_id()
+                await locks.release(lease)  # handed nothing on: committed lazily
+                lsn = await probe.fetchval("SELECT pg_current_wal_insert_lsn()::text")
+                page = await feed.read(after)
+                assert [e["event_type"] for e in page] == ["lock_released"]
+                assert await probe.fetchval("SELECT pg_current_wal_flush_lsn() >= $1::text::pg_lsn", lsn), (
+                    f"round {i}: the feed served the release before its commit was flushed"
+                )
+    finally:
+        await probe.close()
+
+
 async def test_long_poll_wakes_on_commit_not_by_polling(
     dsn: str, settings: LockSettings, pool: asyncpg.Pool
 ) -> None:

@@ -97,17 +97,28 @@ SELECT (SELECT count(*) FROM (SELECT 1 FROM __schema__.events
        (SELECT max(id) FROM __schema__.events)::bigint AS last_id;
 
 -- name: feed_page
-SELECT id, event_id, event_type, lock_name, owner_id, token, payload, created_at, correlation_id
+-- "flushed": the write-ahead log is on disk past the insert position read after this
+-- statement's snapshot, so past the commit of every row it returns (a lazily committed
+-- release is visible before that). A row read as not flushed makes the feed write
+-- durably before it answers (feed_barrier).
+SELECT id, event_id, event_type, lock_name, owner_id, token, payload, created_at, correlation_id,
+       pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn() AS flushed
   FROM __schema__.events
  WHERE id > $1 AND ($3::text IS NULL OR lock_name = $3::text)
  ORDER BY id LIMIT $2;
 
 -- name: feed_range
--- Events in ($1, $2], read after the barrier below.
-SELECT id, event_id, event_type, lock_name, owner_id, token, payload, created_at, correlation_id
+-- Events in ($1, $2], read after the barrier below ("flushed" as in feed_page).
+SELECT id, event_id, event_type, lock_name, owner_id, token, payload, created_at, correlation_id,
+       pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn() AS flushed
   FROM __schema__.events
  WHERE id > $1 AND id <= $2 AND ($4::text IS NULL OR lock_name = $4::text)
  ORDER BY id LIMIT $3;
+
+-- name: feed_barrier
+-- A durable commit that always writes (a new row version), so its flush carries the log
+-- past every commit a feed page saw (migration 0008).
+UPDATE __schema__.feed_barrier SET written_at = clock_timestamp();
 
 -- name: barrier_xid
 -- An xid newer than every xid assigned before this statement (assigns one to this
