@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -184,6 +185,45 @@ async def test_consecutive_shared_waiters_are_granted_together(locks: LockClient
     await locks.release(writer)
     leases = await asyncio.wait_for(asyncio.gather(*readers), 5)
     assert len({lease.lease_id for lease in leases}) == 4
+
+
+async def test_a_hand_off_grants_in_the_releasing_transaction_as_any_grant(
+    locks: LockClient, admin_conn: asyncpg.Connection
+) -> None:
+    """Migration 0007 grants the head of the queue in one statement. What the release's
+    transaction committed, read as soon as the release returns: the shared head and the
+    shared waiter behind it both granted (the head's grant is followed by the loop), the
+    exclusive one after them still queued, each grant recorded as a waited grant with a
+    token drawn after the writer's; then the exclusive waiter gets the lock from the
+    last reader's release."""
+    writer = await locks.acquire("head", "w", ttl=30)
+    queued = []
+    for who, mode in (("s1", "shared"), ("s2", "shared"), ("x", "exclusive")):
+        queued.append(asyncio.create_task(locks.acquire("head", who, mode=mode, ttl=30, wait=10)))
+        await asyncio.sleep(0.1)  # queue in a known order
+    await locks.release(writer)
+    held = await admin_conn.fetch(
+        "SELECT owner_id, mode, token FROM omninode_locks.leases WHERE name = 'head' ORDER BY token"
+    )
+    assert [(r["owner_id"], r["mode"]) for r in held] == [("s1", "shared"), ("s2", "shared")]
+    assert all(r["token"] > writer.token for r in held)
+    waiting = await admin_conn.fetch("SELECT owner_id FROM omninode_locks.waiters WHERE name = 'head'")
+    assert [r["owner_id"] for r in waiting] == ["x"]
+    granted = await admin_conn.fetch(
+        "SELECT owner_id, payload FROM omninode_locks.events "
+        "WHERE lock_name = 'head' AND event_type = 'lock_acquired' ORDER BY id"
+    )
+    assert [(r["owner_id"], json.loads(r["payload"])["waited"]) for r in granted] == [
+        ("w", False),
+        ("s1", True),
+        ("s2", True),
+    ]
+    readers = await asyncio.wait_for(asyncio.gather(*queued[:2]), 5)
+    for lease in readers:
+        await locks.release(lease)
+    last = await asyncio.wait_for(queued[2], 5)
+    assert last.owner_id == "x" and last.token > max(r["token"] for r in held)
+    await locks.release(last)
 
 
 async def test_wait_times_out_and_leaves_the_queue(locks: LockClient) -> None:

@@ -14,7 +14,13 @@
 --     snapshot can see them, so later scans skip them;
 --   * a release whose lock row counts no lease left after its own (the exclusive
 --     hand-off) promotes without counting at all: the counters equal the rows (the
---     invariant every statement keeps), so there is nothing to count or reap.
+--     invariant every statement keeps), so there is nothing to count or reap;
+--   * and grants the head of the queue in one statement (_grant_head): the promotion
+--     loop ran about twelve statements for one grant (the waiter cursor, the alive
+--     check, the grant's lock row, lease and event, two settings, the waiter's delete,
+--     the NOTIFY, the counters), 0.5 ms of server time per hand-off under load. A head
+--     that is not plainly grantable (gone, expired, its listener dead) and a grant that
+--     may be followed by others (a shared head, a semaphore) still go through the loop.
 
 CREATE OR REPLACE FUNCTION __schema__._holders(p_name text, OUT n_exclusive integer, OUT n_shared integer,
                                                OUT n_expired integer, OUT next_expiry_ms integer)
@@ -99,13 +105,74 @@ BEGIN
 END
 $$;
 
--- Release as in 0002; the hand-off of a lock left without leases skips the count.
+-- Grant the head of p_name's queue in one statement, if it can be granted plainly: the
+-- lock has no lease (p_no_leases, the caller knows), so any mode fits; the head is still
+-- within its wait and its listener is alive (what _waiter_dead tests). Does what the
+-- promotion loop and _grant do for one waiter: a token drawn under the lock row (held by
+-- the caller), lease and lock_acquired event (with the correlation id the waiter queued
+-- with), the waiter row deleted, the counters moved, the NOTIFY to its listener, and the
+-- commit made durable. Returns whether others may follow (a shared head, a semaphore):
+-- then the caller runs the loop as well; NULL when nothing was granted.
+CREATE FUNCTION __schema__._grant_head(p_name text) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    v_more boolean;
+    v_done text;
+BEGIN
+    WITH w AS (
+        SELECT * FROM __schema__.waiters WHERE name = p_name ORDER BY seq LIMIT 1
+    ), ok AS (
+        SELECT * FROM w
+         WHERE wait_until > now()
+           AND (listener_pid IS NULL OR EXISTS (SELECT 1 FROM pg_stat_get_activity(listener_pid)))
+    ), k AS (
+        UPDATE __schema__.locks t
+           SET fence = nextval('__schema__.fence_seq'), touched_at = clock_timestamp(),
+               n_exclusive = t.n_exclusive + (ok.mode = 'exclusive')::integer,
+               n_shared = t.n_shared + (ok.mode = 'shared')::integer,
+               n_waiting = t.n_waiting - 1
+          FROM ok
+         WHERE t.name = p_name
+        RETURNING t.fence, t.permits, clock_timestamp() AS at
+    ), gone AS (
+        DELETE FROM __schema__.waiters d USING ok WHERE d.waiter_id = ok.waiter_id
+    ), l AS (
+        INSERT INTO __schema__.leases
+               (lease_id, name, owner_id, mode, token, ttl_ms, acquired_at, expires_at, metadata)
+        SELECT ok.waiter_id, p_name, ok.owner_id, ok.mode, k.fence, ok.ttl_ms, k.at,
+               k.at + ok.ttl_ms * interval '1 millisecond', ok.metadata
+          FROM ok, k
+        RETURNING *
+    ), e AS (
+        INSERT INTO __schema__.events
+               (event_type, lock_name, owner_id, lease_id, token, payload, correlation_id)
+        SELECT 'lock_acquired', l.name, l.owner_id, l.lease_id, l.token,
+               jsonb_build_object('mode', l.mode, 'ttl_ms', l.ttl_ms, 'waited', true), ok.correlation_id
+          FROM l, ok
+    )
+    SELECT l.mode = 'shared' OR k.permits > 1,
+           set_config('omninode.granted', 'on', true),
+           set_config('synchronous_commit', 'on', true),  -- a grant always commits durably
+           CASE WHEN ok.listener_pid IS NOT NULL THEN pg_notify('__channel___' || ok.listener_pid,
+               json_build_object(
+                   'lease_id', l.lease_id, 'lock_name', l.name, 'owner_id', l.owner_id, 'mode', l.mode,
+                   'token', l.token, 'hold_count', l.hold_count, 'ttl_ms', l.ttl_ms,
+                   'acquired_at', l.acquired_at, 'expires_at', l.expires_at,
+                   'metadata', l.metadata)::text)::text END
+      INTO v_more, v_done, v_done, v_done
+      FROM l, ok, k;
+    RETURN v_more;
+END
+$$;
+
+-- Release as in 0002; the hand-off of a lock left without leases skips the count and
+-- grants the head in one statement.
 CREATE OR REPLACE FUNCTION __schema__.release(p_lease_id uuid, p_lazy boolean DEFAULT true)
 RETURNS __schema__.lock_result LANGUAGE plpgsql AS $$
 DECLARE
     v_name text;
     v_waiting integer;
     v_leases integer;
+    v_more boolean;
     l __schema__.leases;
 BEGIN
     IF NOT p_lazy THEN
@@ -144,7 +211,14 @@ BEGIN
     END IF;
     IF v_waiting > 0 THEN
         -- the lease is deleted and counted out: v_leases = 0 means no lease row is left
-        PERFORM __schema__._promote(v_name, v_leases = 0);
+        IF v_leases = 0 THEN
+            v_more := __schema__._grant_head(v_name);
+        END IF;
+        IF v_more IS NULL THEN  -- nothing granted plainly: the loop decides
+            PERFORM __schema__._promote(v_name, v_leases = 0);
+        ELSIF v_more THEN  -- granted the head; more may fit (shared, semaphore)
+            PERFORM __schema__._promote(v_name, false);
+        END IF;
         PERFORM __schema__._lazy_commit();  -- durable only if the lock was handed on
     ELSIF p_lazy THEN
         PERFORM set_config('synchronous_commit', 'off', true);  -- nothing granted
