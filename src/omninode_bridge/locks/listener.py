@@ -51,9 +51,10 @@ class WaitSlot:
     that confirmed it; ``due`` is when a lease blocking this waiter expires.
     """
 
-    __slots__ = ("due", "enqueued_at", "event", "gone", "grant", "queued", "refine", "sent_at")
+    __slots__ = ("due", "enqueued_at", "event", "gone", "grant", "name", "queued", "refine", "sent_at")
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "") -> None:
+        self.name = name  # the lock it waits for
         self.event = asyncio.Event()
         self.enqueued_at = 0.0  # when the (latest) queue request was sent
         self.refine = False  # the grant's deadline is a conservative bound: refine it
@@ -87,6 +88,7 @@ class GrantListener:
         self.recheck_interval = recheck_interval
         self._conn: asyncpg.Connection | None = None
         self._slots: dict[str, WaitSlot] = {}
+        self._waiting_for: dict[str, int] = {}  # lock name -> local waiters
         self._abandoned: dict[str, float] = {}
         self._to_confirm: set[str] = set()
         self._to_refine: dict[str, Lease] = {}
@@ -170,13 +172,26 @@ class GrantListener:
 
     # -- waiters ------------------------------------------------------------------
 
-    def register(self, lease_id: str) -> WaitSlot:
-        slot = WaitSlot()
+    def register(self, lease_id: str, name: str) -> WaitSlot:
+        slot = WaitSlot(name)
         self._slots[lease_id] = slot
+        self._waiting_for[name] = self._waiting_for.get(name, 0) + 1
         return slot
 
     def unregister(self, lease_id: str) -> None:
-        self._slots.pop(lease_id, None)
+        slot = self._slots.pop(lease_id, None)
+        if slot is not None:
+            left = self._waiting_for.get(slot.name, 0) - 1
+            if left > 0:
+                self._waiting_for[slot.name] = left
+            else:
+                self._waiting_for.pop(slot.name, None)
+
+    def waits_for(self, name: str) -> bool:
+        """Whether a waiter of this process waits for ``name``: then the lock has a queue
+        (or is about to), and the one-statement fast path, which grants only a lock
+        nobody queues for, would fail."""
+        return name in self._waiting_for
 
     def abandon(self, lease_id: str) -> None:
         """Remember a lease id whose waiter gave up: if its grant is announced later,

@@ -48,14 +48,15 @@ async def wait_in_queue(client: LockClient, req: AcquireRequest) -> Lease:
     """Acquire ``req`` (``wait > 0``): at once if free, else FIFO until granted or
     ``req.wait`` seconds have passed (``LOCK_TIMEOUT``)."""
     deadline = time.monotonic() + req.wait
-    try:
-        lease = await client.fast_acquire(req, deadline)
-    except PoolExhaustedError:  # the wait ran out before a connection was free: nothing sent
-        raise _timeout(req) from None
-    if lease is not None:
-        return lease
+    if not client.listener.waits_for(req.name):  # else the fast path fails: skip its round trip
+        try:
+            lease = await client.fast_acquire(req, deadline)
+        except PoolExhaustedError:  # the wait ran out before a connection was free: nothing sent
+            raise _timeout(req) from None
+        if lease is not None:
+            return lease
     lease_id = str(req.lease_id)
-    slot = client.listener.register(lease_id)
+    slot = client.listener.register(lease_id, req.name)
     client.stats.waiting += 1
     try:
         return await _wait(client, req, slot, deadline)
