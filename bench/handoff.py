@@ -119,7 +119,7 @@ async def floors(dsn: str, n: int, idle: float) -> tuple[list[float], list[float
 
 
 async def profile(dsn: str, schema: str) -> dict[str, tuple[int, float]] | None:
-    """Function calls and self time (ms) of ``schema`` so far, or None if not allowed."""
+    """Function calls and self time (ms) of ``schema`` so far (``track_functions`` on)."""
     conn = await asyncpg.connect(dsn)
     try:
         rows = await conn.fetch(PROFILE, schema)

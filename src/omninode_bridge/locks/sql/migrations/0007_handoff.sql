@@ -13,10 +13,10 @@
 --   * _holders now reads by a plain index scan, which marks entries dead once no
 --     snapshot can see them, so later scans skip them;
 --   * a release whose lock row counts no lease left after its own (the exclusive
---     hand-off) promotes without counting at all: the counters equal the rows (the
---     invariant every statement keeps), so there is nothing to count or reap;
---   * and grants the head of the queue in one statement (_grant_head): the promotion
---     loop ran about twelve statements for one grant (the waiter cursor, the alive
+--     hand-off; the counters equal the rows, the invariant every statement keeps)
+--     grants the head of the queue in one statement (_grant_head), with nothing to
+--     count or reap: the promotion loop ran about twelve statements and a count for
+--     one grant (the waiter cursor, the alive
 --     check, the grant's lock row, lease and event, two settings, the waiter's delete,
 --     the NOTIFY, the counters), 0.5 ms of server time per hand-off under load. A head
 --     that is not plainly grantable (gone, expired, its listener dead) and a grant that
@@ -36,77 +36,8 @@ BEGIN
 END
 $$;
 
--- _promote as in 0002; p_no_leases: the caller knows the lock has no lease rows at all.
-CREATE FUNCTION __schema__._promote(p_name text, p_no_leases boolean) RETURNS integer
-LANGUAGE plpgsql AS $$
-DECLARE
-    k record;
-    h record;
-    w __schema__.waiters;
-    l __schema__.leases;
-    v_dropped integer := 0;
-    v_exclusive integer := 0;
-    v_shared integer := 0;
-BEGIN
-    IF p_no_leases THEN
-        SELECT 0 AS n_exclusive, 0 AS n_shared, 0 AS n_expired INTO h;
-    ELSE
-        SELECT * INTO h FROM __schema__._holders(p_name);
-        IF h.n_expired > 0 THEN
-            PERFORM __schema__._reap(p_name);
-        END IF;
-    END IF;
-    SELECT permits INTO k FROM __schema__.locks WHERE name = p_name;
-    FOR w IN SELECT * FROM __schema__.waiters WHERE name = p_name ORDER BY seq LOOP
-        IF __schema__._waiter_dead(w) THEN
-            IF w.wait_until > now() AND w.orphaned_at IS NULL THEN
-                UPDATE __schema__.waiters SET orphaned_at = now() WHERE waiter_id = w.waiter_id;
-                CONTINUE;  -- its listener may be reconnecting: skip it, keep its place
-            ELSIF w.wait_until > now() AND w.orphaned_at > now() - interval '3 seconds' THEN
-                CONTINUE;
-            END IF;
-            DELETE FROM __schema__.waiters WHERE waiter_id = w.waiter_id;
-            v_dropped := v_dropped + 1;
-            CONTINUE;
-        END IF;
-        EXIT WHEN NOT __schema__._compatible(w.mode, k.permits, h.n_exclusive, h.n_shared);
-        l := __schema__._grant(p_name, w.waiter_id, w.owner_id, w.mode, w.ttl_ms, w.metadata, true);
-        DELETE FROM __schema__.waiters WHERE waiter_id = w.waiter_id;
-        IF w.listener_pid IS NOT NULL THEN
-            PERFORM pg_notify('__channel___' || w.listener_pid, json_build_object(
-                'lease_id', l.lease_id, 'lock_name', l.name, 'owner_id', l.owner_id, 'mode', l.mode,
-                'token', l.token, 'hold_count', l.hold_count, 'ttl_ms', l.ttl_ms,
-                'acquired_at', l.acquired_at, 'expires_at', l.expires_at, 'metadata', l.metadata)::text);
-        END IF;
-        IF w.mode = 'shared' THEN
-            h.n_shared := h.n_shared + 1;
-            v_shared := v_shared + 1;
-        ELSE
-            h.n_exclusive := h.n_exclusive + 1;
-            v_exclusive := v_exclusive + 1;
-        END IF;
-    END LOOP;
-    IF h.n_expired > 0 THEN
-        PERFORM __schema__._count(p_name);
-    ELSIF v_dropped + v_exclusive + v_shared > 0 THEN
-        UPDATE __schema__.locks
-           SET n_exclusive = n_exclusive + v_exclusive,
-               n_shared = n_shared + v_shared,
-               n_waiting = n_waiting - v_dropped - v_exclusive - v_shared
-         WHERE name = p_name;
-    END IF;
-    RETURN v_exclusive + v_shared;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION __schema__._promote(p_name text) RETURNS integer LANGUAGE plpgsql AS $$
-BEGIN
-    RETURN __schema__._promote(p_name, false);
-END
-$$;
-
 -- Grant the head of p_name's queue in one statement, if it can be granted plainly: the
--- lock has no lease (p_no_leases, the caller knows), so any mode fits; the head is still
+-- lock has no lease (the caller knows), so any mode fits; the head is still
 -- within its wait and its listener is alive (what _waiter_dead tests). Does what the
 -- promotion loop and _grant do for one waiter: a token drawn under the lock row (held by
 -- the caller), lease and lock_acquired event (with the correlation id the waiter queued
@@ -164,8 +95,8 @@ BEGIN
 END
 $$;
 
--- Release as in 0002; the hand-off of a lock left without leases skips the count and
--- grants the head in one statement.
+-- Release as in 0002; the hand-off of a lock left without leases grants the head in
+-- one statement.
 CREATE OR REPLACE FUNCTION __schema__.release(p_lease_id uuid, p_lazy boolean DEFAULT true)
 RETURNS __schema__.lock_result LANGUAGE plpgsql AS $$
 DECLARE
@@ -214,10 +145,10 @@ BEGIN
         IF v_leases = 0 THEN
             v_more := __schema__._grant_head(v_name);
         END IF;
-        IF v_more IS NULL THEN  -- nothing granted plainly: the loop decides
-            PERFORM __schema__._promote(v_name, v_leases = 0);
-        ELSIF v_more THEN  -- granted the head; more may fit (shared, semaphore)
-            PERFORM __schema__._promote(v_name, false);
+        -- NULL: nothing granted plainly, the loop decides; true: the head was granted
+        -- and more may fit (a shared head, a semaphore)
+        IF v_more IS NULL OR v_more THEN
+            PERFORM __schema__._promote(v_name);
         END IF;
         PERFORM __schema__._lazy_commit();  -- durable only if the lock was handed on
     ELSIF p_lazy THEN
